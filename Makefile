@@ -1,0 +1,27 @@
+# The two set-up commands of the README: `make demo` and `make test`.
+VENV ?= .venv
+PY := $(VENV)/bin/python
+DEMO_OUT ?= runs/demo
+
+.PHONY: setup demo test bench clean
+
+$(VENV)/.bootstrapped: setup.cfg pyproject.toml constraints.txt scripts/bootstrap.sh
+	VENV=$(VENV) bash scripts/bootstrap.sh
+	touch $@
+
+setup: $(VENV)/.bootstrapped
+
+# Main job: train a 3D GAN on the built-in head-phantom distribution (CPU, a few minutes),
+# synthesize volumes, and write NIfTI files, a side-by-side picture and the figures.
+demo: setup
+	$(PY) -m napari_medgan demo --out $(DEMO_OUT)
+
+# Whole test suite, GUI tests included, under a virtual display (pytest-xvfb starts Xvfb).
+test: setup
+	$(PY) -m pytest -v
+
+bench: setup
+	$(PY) benchmarks/train_throughput.py
+
+clean:
+	rm -rf $(VENV) runs build *.egg-info

@@ -1,0 +1,233 @@
+"""Run configuration: data, model and training settings, with a YAML round trip.
+
+Every field has a default, and every dataclass validates itself in
+``__post_init__`` with a :class:`ValueError` naming the field and the bad value.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+#: model name -> tasks it supports (the first is the default).
+MODEL_TASKS: dict[str, tuple[str, ...]] = {
+    "dcgan3d": ("synthesis", "joint"),
+    "pix2pix3d": ("label2image", "translate", "denoise", "superres", "inpaint"),
+}
+PRESETS = ("ct", "mr", "zscore", "none")
+LOSSES = ("bce", "hinge", "lsgan")
+PRECISIONS = ("auto", "fp32", "bf16", "fp16")
+
+
+def _check(cond: bool, name: str, value: Any, expected: str) -> None:
+    if not cond:
+        raise ValueError(f"{name}: expected {expected}, got {value!r}")
+
+
+@dataclass
+class DataConfig:
+    """Where training volumes come from and how they are normalised.
+
+    ``source`` is ``"phantom"`` (the built-in head-phantom distribution), a
+    folder of volumes, or a single volume file. ``labels`` is a folder/file of
+    matching label maps (joint synthesis, label2image); ``target`` a folder/file
+    of paired target volumes (translate).
+    """
+
+    source: str = "phantom"
+    labels: str | None = None
+    target: str | None = None
+    preset: str = "mr"
+    target_preset: str | None = None
+    spacing: tuple[float, float, float] | None = None
+    phantom_count: int = 24
+    phantom_size: int = 48
+    phantom_modality: str = "mr"
+    foreground_fraction: float = 0.8
+
+    def __post_init__(self) -> None:
+        _check(isinstance(self.source, str) and bool(self.source), "data.source", self.source,
+               "'phantom', a folder or a file")
+        _check(self.preset in PRESETS, "data.preset", self.preset, f"one of {PRESETS}")
+        _check(self.target_preset is None or self.target_preset in PRESETS, "data.target_preset",
+               self.target_preset, f"one of {PRESETS} or null")
+        if self.spacing is not None:
+            sp = tuple(float(s) for s in self.spacing)
+            _check(len(sp) == 3 and all(s > 0 for s in sp), "data.spacing", self.spacing,
+                   "three positive numbers (mm)")
+            self.spacing = sp
+        _check(int(self.phantom_count) >= 1, "data.phantom_count", self.phantom_count, ">= 1")
+        _check(int(self.phantom_size) >= 16, "data.phantom_size", self.phantom_size, ">= 16")
+        _check(self.phantom_modality in ("mr", "ct"), "data.phantom_modality",
+               self.phantom_modality, "'mr' or 'ct'")
+        _check(0.0 <= float(self.foreground_fraction) <= 1.0, "data.foreground_fraction",
+               self.foreground_fraction, "a number in [0, 1]")
+
+
+@dataclass
+class ModelConfig:
+    """Architecture. Stored in every checkpoint; on resume it comes from there."""
+
+    name: str = "dcgan3d"
+    task: str | None = None
+    patch_size: int = 32
+    latent_dim: int = 128
+    channels: int = 32
+    num_classes: int = 0
+    spectral_norm: bool = True
+    superres_factor: int = 2
+    inpaint_fraction: float = 0.35
+    noise_std: float = 0.15
+
+    def __post_init__(self) -> None:
+        _check(self.name in MODEL_TASKS, "model.name", self.name, f"one of {tuple(MODEL_TASKS)}")
+        if self.task is None:
+            self.task = MODEL_TASKS[self.name][0]
+        _check(self.task in MODEL_TASKS[self.name], "model.task", self.task,
+               f"one of {MODEL_TASKS[self.name]} for model {self.name!r}")
+        ps = int(self.patch_size)
+        _check(ps >= 16 and ps % 16 == 0, "model.patch_size", self.patch_size,
+               "a multiple of 16, at least 16")
+        _check(int(self.latent_dim) >= 1, "model.latent_dim", self.latent_dim, ">= 1")
+        _check(int(self.channels) >= 4, "model.channels", self.channels, ">= 4")
+        _check(int(self.num_classes) >= 0, "model.num_classes", self.num_classes, ">= 0")
+        if self.task in ("joint", "label2image"):
+            _check(int(self.num_classes) >= 2, "model.num_classes", self.num_classes,
+                   f">= 2 (background + at least one label) for task {self.task!r}")
+        _check(self.superres_factor in (2, 4), "model.superres_factor", self.superres_factor,
+               "2 or 4")
+        _check(0.0 < float(self.inpaint_fraction) < 1.0, "model.inpaint_fraction",
+               self.inpaint_fraction, "a number in (0, 1)")
+        _check(float(self.noise_std) >= 0.0, "model.noise_std", self.noise_std, ">= 0")
+
+    @property
+    def conditional(self) -> bool:
+        return self.name == "pix2pix3d"
+
+
+@dataclass
+class TrainConfig:
+    """Optimisation and run-control settings."""
+
+    steps: int = 2000
+    batch_size: int = 4
+    lr_g: float = 2e-4
+    lr_d: float = 4e-4
+    beta1: float = 0.5
+    beta2: float = 0.999
+    loss: str = "bce"
+    r1_gamma: float = 1.0
+    r1_every: int = 4
+    ema_decay: float = 0.999
+    augment: bool = True
+    augment_p: float = 0.6
+    l1_weight: float = 100.0
+    grad_clip: float = 10.0
+    device: str = "auto"
+    precision: str = "auto"
+    seed: int = 0
+    log_every: int = 10
+    preview_every: int = 50
+    preview_count: int = 2
+    checkpoint_every: int = 500
+    keep_last: int = 3
+    max_divergences: int = 3
+    num_workers: int = 0
+
+    def __post_init__(self) -> None:
+        _check(int(self.steps) >= 1, "train.steps", self.steps, ">= 1")
+        _check(int(self.batch_size) >= 1, "train.batch_size", self.batch_size, ">= 1")
+        for name in ("lr_g", "lr_d"):
+            value = getattr(self, name)
+            _check(0 < float(value) < 1, f"train.{name}", value, "a learning rate in (0, 1)")
+        for name in ("beta1", "beta2"):
+            value = getattr(self, name)
+            _check(0 <= float(value) < 1, f"train.{name}", value, "a number in [0, 1)")
+        _check(self.loss in LOSSES, "train.loss", self.loss, f"one of {LOSSES}")
+        _check(float(self.r1_gamma) >= 0, "train.r1_gamma", self.r1_gamma, ">= 0")
+        _check(int(self.r1_every) >= 1, "train.r1_every", self.r1_every, ">= 1")
+        _check(0 <= float(self.ema_decay) < 1, "train.ema_decay", self.ema_decay, "in [0, 1)")
+        _check(0 <= float(self.augment_p) <= 1, "train.augment_p", self.augment_p, "in [0, 1]")
+        _check(float(self.l1_weight) >= 0, "train.l1_weight", self.l1_weight, ">= 0")
+        _check(float(self.grad_clip) >= 0, "train.grad_clip", self.grad_clip, ">= 0 (0 = off)")
+        _check(isinstance(self.device, str) and (
+            self.device in ("auto", "cpu", "mps") or self.device.startswith("cuda")),
+            "train.device", self.device, "'auto', 'cpu', 'mps', 'cuda' or 'cuda:N'")
+        _check(self.precision in PRECISIONS, "train.precision", self.precision,
+               f"one of {PRECISIONS}")
+        for name in ("log_every", "preview_every", "checkpoint_every", "keep_last",
+                     "max_divergences"):
+            value = getattr(self, name)
+            _check(int(value) >= 1, f"train.{name}", value, ">= 1")
+        _check(int(self.preview_count) >= 1, "train.preview_count", self.preview_count, ">= 1")
+        _check(int(self.num_workers) >= 0, "train.num_workers", self.num_workers, ">= 0")
+
+
+@dataclass
+class RunConfig:
+    """Everything a training run needs."""
+
+    data: DataConfig = field(default_factory=DataConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    out: str = "runs/medgan"
+    init: str | None = None
+    resume: bool = False
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, raw: dict) -> "RunConfig":
+        """Build from a nested dict, rejecting unknown keys with a clear message."""
+        if not isinstance(raw, dict):
+            raise ValueError(f"config: expected a mapping, got {type(raw).__name__}")
+        sections = {"data": DataConfig, "model": ModelConfig, "train": TrainConfig}
+        kwargs: dict[str, Any] = {}
+        for key, value in raw.items():
+            if key in sections:
+                kwargs[key] = _build(sections[key], value or {}, key)
+            elif key in ("out", "init", "resume"):
+                kwargs[key] = value
+            else:
+                raise ValueError(f"config: unknown section {key!r} (expected data, model, train, "
+                                 "out, init, resume)")
+        return cls(**kwargs)
+
+    def to_yaml(self, path: str | Path) -> None:
+        import yaml
+
+        from napari_medgan.io.atomic import atomic_write_text
+
+        atomic_write_text(path, yaml.safe_dump(self.to_dict(), sort_keys=False))
+
+    @classmethod
+    def from_yaml(cls, path: str | Path) -> "RunConfig":
+        import yaml
+
+        path = Path(path)
+        if not path.is_file():
+            raise FileNotFoundError(f"{path}: config file not found")
+        try:
+            raw = yaml.safe_load(path.read_text()) or {}
+        except yaml.YAMLError as exc:
+            raise ValueError(f"{path}: not valid YAML ({exc.__class__.__name__})") from None
+        try:
+            return cls.from_dict(raw)
+        except (TypeError, ValueError) as exc:
+            raise ValueError(f"{path}: {exc}") from None
+
+
+def _build(kind: type, values: dict, section: str) -> Any:
+    if not isinstance(values, dict):
+        raise ValueError(f"config.{section}: expected a mapping, got {values!r}")
+    names = {f.name for f in dataclasses.fields(kind)}
+    unknown = sorted(set(values) - names)
+    if unknown:
+        raise ValueError(f"config.{section}: unknown field(s) {unknown}; known: {sorted(names)}")
+    values = dict(values)
+    if values.get("spacing") is not None:
+        values["spacing"] = tuple(values["spacing"])
+    return kind(**values)
