@@ -94,8 +94,8 @@ class ModelConfig:
         _check(int(self.channels) >= 4, "model.channels", self.channels, ">= 4")
         _check(int(self.num_classes) >= 0, "model.num_classes", self.num_classes, ">= 0")
         if self.task in ("joint", "label2image"):
-            _check(int(self.num_classes) >= 2, "model.num_classes", self.num_classes,
-                   f">= 2 (background + at least one label) for task {self.task!r}")
+            _check(int(self.num_classes) != 1, "model.num_classes", self.num_classes,
+                   f"0 (from the data) or >= 2 (background + labels) for task {self.task!r}")
         _check(self.superres_factor in (2, 4), "model.superres_factor", self.superres_factor,
                "2 or 4")
         _check(0.0 < float(self.inpaint_fraction) < 1.0, "model.inpaint_fraction",

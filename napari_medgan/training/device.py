@@ -1,0 +1,79 @@
+"""Device and precision selection."""
+
+from __future__ import annotations
+
+import contextlib
+
+import torch
+
+
+def resolve_device(name: str = "auto", local_rank: int = 0) -> torch.device:
+    """``auto`` picks CUDA, then Apple MPS, then CPU; explicit names are checked.
+
+    Raises ValueError naming the device when it is not available here.
+    """
+    if name == "auto":
+        if torch.cuda.is_available():
+            return torch.device("cuda", local_rank)
+        if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
+            return torch.device("mps")
+        return torch.device("cpu")
+    if name.startswith("cuda"):
+        if not torch.cuda.is_available():
+            raise ValueError(f"train.device: {name!r} requested but CUDA is not available here")
+        device = torch.device(name)
+        if device.index is not None and device.index >= torch.cuda.device_count():
+            raise ValueError(f"train.device: {name!r} but only {torch.cuda.device_count()} GPU(s)")
+        return device if device.index is not None else torch.device("cuda", local_rank)
+    if name == "mps":
+        if not (getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()):
+            raise ValueError("train.device: 'mps' requested but Apple MPS is not available here")
+        return torch.device("mps")
+    return torch.device("cpu")
+
+
+def resolve_precision(name: str, device: torch.device) -> torch.dtype | None:
+    """The autocast dtype, or None for plain fp32.
+
+    ``auto`` means bf16 on CUDA devices that support it, fp32 elsewhere (CPU
+    bf16 autocast is slower than fp32 for 3D convolutions on most CPUs).
+    """
+    if name == "fp32":
+        return None
+    if name == "bf16":
+        if device.type == "cuda" and not torch.cuda.is_bf16_supported():
+            raise ValueError("train.precision: 'bf16' is not supported by this GPU; use fp16 or fp32")
+        return torch.bfloat16
+    if name == "fp16":
+        if device.type != "cuda":
+            raise ValueError("train.precision: 'fp16' needs a CUDA device; use bf16 or fp32")
+        return torch.float16
+    if device.type == "cuda" and torch.cuda.is_bf16_supported():
+        return torch.bfloat16
+    return None
+
+
+def autocast(device: torch.device, dtype: torch.dtype | None):
+    if dtype is None:
+        return contextlib.nullcontext()
+    return torch.autocast(device_type=device.type, dtype=dtype)
+
+
+def describe_device(device: torch.device) -> str:
+    """Human description: GPU name and free memory, or 'CPU (N threads)'."""
+    if device.type == "cuda":
+        free, total = torch.cuda.mem_get_info(device)
+        return (f"{torch.cuda.get_device_name(device)} ({free / 2**30:.1f} of "
+                f"{total / 2**30:.1f} GiB free)")
+    if device.type == "mps":
+        return "Apple MPS"
+    return f"CPU ({torch.get_num_threads()} threads)"
+
+
+def release_memory(device: torch.device | None = None) -> None:
+    """Return cached GPU memory to the driver (after a run ends or is stopped)."""
+    import gc
+
+    gc.collect()
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()

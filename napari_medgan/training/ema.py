@@ -1,0 +1,40 @@
+"""Exponential moving average of generator weights (Karras et al. 2018, "Progressive Growing of GANs").
+
+Samples are drawn from the EMA copy: it is smoother and usually better than
+the raw generator, at no training cost.
+"""
+
+from __future__ import annotations
+
+import copy
+
+import torch
+from torch import nn
+
+
+def unwrap(module: nn.Module) -> nn.Module:
+    """The plain module under DDP and ``torch.compile`` wrappers."""
+    while True:
+        if hasattr(module, "module") and isinstance(module.module, nn.Module):
+            module = module.module
+        elif hasattr(module, "_orig_mod"):
+            module = module._orig_mod
+        else:
+            return module
+
+
+def make_ema(generator: nn.Module) -> nn.Module:
+    ema = copy.deepcopy(unwrap(generator)).eval()
+    ema.requires_grad_(False)
+    return ema
+
+
+@torch.no_grad()
+def update_ema(ema: nn.Module, generator: nn.Module, decay: float, step: int) -> None:
+    """``ema = decay * ema + (1 - decay) * generator``, with a warm-up so early samples are not stale."""
+    decay = min(decay, (1.0 + step) / (10.0 + step))
+    src = unwrap(generator)
+    for p_ema, p in zip(ema.parameters(), src.parameters()):
+        p_ema.lerp_(p.detach(), 1.0 - decay)
+    for b_ema, b in zip(ema.buffers(), src.buffers()):
+        b_ema.copy_(b)

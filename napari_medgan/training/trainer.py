@@ -1,0 +1,447 @@
+"""The one training loop: a GAN trainer whose run is an iterator of events.
+
+The CLI consumes :meth:`Trainer.run` with a progress bar; the napari widget
+wraps the same iterator in a ``thread_worker``. The loop yields at least once
+per step, so it can be paused, resumed and stopped between steps.
+
+Stabilisers (all on by default, each a config field):
+non-saturating loss (Goodfellow et al. 2014), lazy R1 penalty on reals
+(Mescheder et al. 2018; Karras et al. 2020), differentiable augmentation of
+real and fake alike (Zhao et al. 2020), spectral norm in D (Miyato et al.
+2018), TTUR learning rates (Heusel et al. 2017), an EMA generator for sampling,
+gradient clipping, and a divergence guard that rolls back to the last good
+state with lower learning rates.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import math
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from napari_medgan import __version__
+from napari_medgan.config import RunConfig
+from napari_medgan.io.atomic import atomic_write_text
+from napari_medgan.training import events as ev
+from napari_medgan.training.device import (
+    autocast,
+    describe_device,
+    release_memory,
+    resolve_device,
+    resolve_precision,
+)
+from napari_medgan.training.distributed import all_ranks_agree, barrier, current_info
+from napari_medgan.training.ema import make_ema, unwrap, update_ema
+from napari_medgan.training.outputs import decode_samples
+
+
+class TrainingError(RuntimeError):
+    """Training cannot go on (repeated divergence, ...); the message says why and what to try."""
+
+
+class Trainer:
+    """Train a 3D GAN described by a :class:`RunConfig`.
+
+    Parameters
+    ----------
+    run : RunConfig
+        Data, model and training settings. ``run.out`` is the run directory;
+        ``run.resume`` continues from its latest checkpoint; ``run.init``
+        fine-tunes from a checkpoint (architecture taken from there).
+    images, labels, targets : list of Volume, optional
+        Training volumes handed in directly (e.g. from napari layers) instead
+        of ``run.data.source``.
+    write : bool
+        Write checkpoints, config and logs to ``run.out`` (rank 0 only).
+    """
+
+    def __init__(self, run: RunConfig, images=None, labels=None, targets=None, write: bool = True):
+        self.run = copy.deepcopy(run)
+        self._inputs = (images, labels, targets)
+        self.dist = current_info()
+        self.write = write and self.dist.is_main
+        self.out = Path(self.run.out)
+        self._stop = threading.Event()
+        self._running = threading.Event()
+        self._running.set()
+        self.step = 0
+        self.data = None
+        self.generator: nn.Module | None = None
+        self.ema: nn.Module | None = None
+
+    # ------------------------------------------------------------ run control
+    def stop(self) -> None:
+        """Ask the loop to stop after the current step (a final checkpoint is written)."""
+        self._stop.set()
+        self._running.set()
+
+    def pause(self) -> None:
+        self._running.clear()
+
+    def resume(self) -> None:
+        self._running.set()
+
+    @property
+    def paused(self) -> bool:
+        return not self._running.is_set()
+
+    # ------------------------------------------------------------------ setup
+    def _setup(self) -> Iterator[ev.Event]:
+        from napari_medgan.data.augment import DiffAugment3D
+        from napari_medgan.data.datasets import build_training_data
+        from napari_medgan.models import build_discriminator, build_generator
+        from napari_medgan.training.checkpoint import CheckpointManager, load_checkpoint
+
+        run, cfg = self.run, self.run.train
+        self.device = resolve_device(cfg.device, self.dist.local_rank)
+        self.amp_dtype = resolve_precision(cfg.precision, self.device)
+        torch.manual_seed(cfg.seed + self.dist.rank)
+        self.rng = np.random.default_rng(cfg.seed + self.dist.rank)
+        if self.device.type == "cuda":
+            torch.backends.cudnn.benchmark = True
+
+        source_ckpt = None
+        if run.resume:
+            source_ckpt = load_checkpoint(self.out)
+        elif run.init:
+            source_ckpt = load_checkpoint(run.init)
+        if source_ckpt is not None:
+            # The architecture comes from the checkpoint, not from the flags.
+            from napari_medgan.config import ModelConfig
+
+            run.model = ModelConfig(**source_ckpt.state["model_config"])
+
+        images, labels, targets = self._inputs
+        self.data = build_training_data(run, images=images, labels=labels, targets=targets)
+        if run.model.task in ("joint", "label2image") and run.model.num_classes == 0:
+            run.model.num_classes = int(self.data.num_classes)
+        elif run.model.task in ("joint", "label2image") and self.data.num_classes > run.model.num_classes:
+            raise ValueError(
+                f"model.num_classes: the data has labels up to {self.data.num_classes - 1} but the "
+                f"model was built for {run.model.num_classes} classes"
+            )
+
+        self.G = build_generator(run.model).to(self.device)
+        self.D = build_discriminator(run.model).to(self.device)
+        self.augment = DiffAugment3D(p=cfg.augment_p) if cfg.augment else None
+        betas = (cfg.beta1, cfg.beta2)
+        self.opt_g = torch.optim.Adam(self.G.parameters(), lr=cfg.lr_g, betas=betas)
+        self.opt_d = torch.optim.Adam(self.D.parameters(), lr=cfg.lr_d, betas=betas)
+        self.ema = make_ema(self.G)
+        self.divergences = 0
+        self.best_metric: float | None = None
+
+        if source_ckpt is not None:
+            source_ckpt.load_module("generator", self.G)
+            source_ckpt.load_module("discriminator", self.D)
+            source_ckpt.load_module("ema", self.ema)
+            if run.resume:
+                from napari_medgan.training.checkpoint import restore_rng
+
+                source_ckpt.load_optimizer("optim_g", self.opt_g)
+                source_ckpt.load_optimizer("optim_d", self.opt_d)
+                st = source_ckpt.state
+                self.step = int(st["step"])
+                self.divergences = int(st.get("divergences", 0))
+                self.best_metric = st.get("best_metric")
+                restore_rng(st["rng"])
+                if "data_rng" in st:
+                    self.rng.bit_generator.state = st["data_rng"]
+                yield ev.MessageEvent(self.step, "info",
+                                      f"resumed from {source_ckpt.path} at step {self.step}")
+            else:
+                yield ev.MessageEvent(0, "info", f"fine-tuning from {source_ckpt.path}")
+
+        if self.dist.enabled:
+            from torch.nn.parallel import DistributedDataParallel as DDP
+
+            ids = [self.device.index] if self.device.type == "cuda" else None
+            self.G = DDP(self.G, device_ids=ids)
+            self.D = DDP(self.D, device_ids=ids)
+
+        self.manager = CheckpointManager(self.out, keep_last=cfg.keep_last) if self.write else None
+        if self.write:
+            self.out.mkdir(parents=True, exist_ok=True)
+            run.to_yaml(self.out / "config.yaml")
+        # Fixed inputs for previews and for the checkpoint quality figure.
+        fixed = np.random.default_rng(cfg.seed + 12345)
+        gen = torch.Generator().manual_seed(cfg.seed + 12345)
+        if run.model.conditional:
+            batch = self.data.sample_batch(max(cfg.preview_count, 4), fixed)
+            self.fixed_condition = batch["condition"]
+            self.fixed_target = batch["image"]
+        else:
+            self.fixed_latent = unwrap(self.G).sample_latent(max(cfg.preview_count, 4), generator=gen)
+            self.fixed_real = self.data.sample_batch(8, fixed)["image"][:, :1]
+        self._snapshot = self._capture_state()
+        world = f", {self.dist.world_size} processes" if self.dist.enabled else ""
+        yield ev.MessageEvent(
+            self.step, "info",
+            f"training {run.model.name}/{run.model.task} at {run.model.patch_size}^3 on "
+            f"{describe_device(self.device)}, precision "
+            f"{'fp32' if self.amp_dtype is None else str(self.amp_dtype).split('.')[-1]}{world}",
+        )
+
+    # ------------------------------------------------------------- one step
+    def _augment(self, x: torch.Tensor) -> torch.Tensor:
+        if self.augment is None:
+            return x
+        return self.augment(x, intensity_channels=self._intensity_channels(x))
+
+    def _intensity_channels(self, x: torch.Tensor) -> list[int]:
+        """Channels that carry intensities (label one-hot channels are never brightened)."""
+        task = self.run.model.task
+        if task == "joint":
+            return [0]
+        if task == "label2image":
+            return [x.shape[1] - 1]  # condition one-hot first, image last
+        if task == "inpaint":
+            return [0, x.shape[1] - 1]  # masked image, (mask), image
+        return list(range(x.shape[1]))
+
+    def _train_step(self) -> dict[str, float]:
+        cfg, model = self.run.train, self.run.model
+        batch = self.data.sample_batch(cfg.batch_size, self.rng)
+        real = batch["image"].to(self.device)
+        cond = batch["condition"].to(self.device) if model.conditional else None
+        d_module = unwrap(self.D)
+        losses: dict[str, float] = {}
+
+        from napari_medgan.training.losses import (
+            discriminator_loss,
+            generator_loss,
+            r1_penalty,
+        )
+
+        # ---- discriminator: one forward over real and fake together (one DDP pass)
+        with torch.no_grad(), autocast(self.device, self.amp_dtype):
+            fake = self.G(cond if cond is not None else self._latent(real.shape[0]))
+        fake = fake.float()
+        real_in = real if cond is None else torch.cat([cond, real], 1)
+        fake_in = fake if cond is None else torch.cat([cond, fake], 1)
+        both = self._augment(torch.cat([real_in, fake_in], 0))
+        do_r1 = cfg.r1_gamma > 0 and self.step % cfg.r1_every == 0
+        if do_r1:
+            both = both.detach().requires_grad_(True)
+        self.D.requires_grad_(True)
+        with autocast(self.device, self.amp_dtype):
+            logits = self.D(both)
+        logits = logits.float()
+        real_logits, fake_logits = logits.chunk(2, 0)
+        loss_d = discriminator_loss(cfg.loss, real_logits, fake_logits)
+        losses["D"] = loss_d.item()
+        if do_r1:
+            # Lazy regularisation: every r1_every steps, scaled by r1_every (Karras et al. 2020).
+            r1 = r1_penalty(real_logits, both)
+            loss_d = loss_d + 0.5 * cfg.r1_gamma * cfg.r1_every * r1
+            losses["R1"] = r1.item()
+        self.opt_d.zero_grad(set_to_none=True)
+        loss_d.backward()
+        if cfg.grad_clip > 0:
+            nn.utils.clip_grad_norm_(self.D.parameters(), cfg.grad_clip)
+        self.opt_d.step()
+
+        # ---- generator (D frozen, called unwrapped so its DDP reducer is not involved)
+        d_module.requires_grad_(False)
+        with autocast(self.device, self.amp_dtype):
+            fake = self.G(cond if cond is not None else self._latent(real.shape[0]))
+            fake_in = fake if cond is None else torch.cat([cond, fake], 1)
+            g_logits = d_module(self._augment(fake_in))
+        loss_g = generator_loss(cfg.loss, g_logits.float())
+        losses["G"] = loss_g.item()
+        if cond is not None and cfg.l1_weight > 0:
+            l1 = F.l1_loss(fake.float(), real)
+            loss_g = loss_g + cfg.l1_weight * l1
+            losses["L1"] = l1.item()
+        self.opt_g.zero_grad(set_to_none=True)
+        loss_g.backward()
+        if cfg.grad_clip > 0:
+            nn.utils.clip_grad_norm_(self.G.parameters(), cfg.grad_clip)
+        self.opt_g.step()
+        d_module.requires_grad_(True)
+        update_ema(self.ema, self.G, cfg.ema_decay, self.step)
+        return losses
+
+    def _latent(self, n: int) -> torch.Tensor:
+        return unwrap(self.G).sample_latent(n, device=self.device)
+
+    # ---------------------------------------------------- divergence guard
+    def _capture_state(self) -> dict:
+        def cpu(sd):
+            return {k: (v.detach().cpu().clone() if torch.is_tensor(v) else copy.deepcopy(v))
+                    for k, v in sd.items()}
+
+        return {
+            "G": cpu(unwrap(self.G).state_dict()),
+            "D": cpu(unwrap(self.D).state_dict()),
+            "ema": cpu(self.ema.state_dict()),
+            "opt_g": copy.deepcopy(self.opt_g.state_dict()),
+            "opt_d": copy.deepcopy(self.opt_d.state_dict()),
+            "step": self.step,
+        }
+
+    def _roll_back(self) -> None:
+        snap = self._snapshot
+        unwrap(self.G).load_state_dict(snap["G"])
+        unwrap(self.D).load_state_dict(snap["D"])
+        self.ema.load_state_dict(snap["ema"])
+        self.opt_g.load_state_dict(snap["opt_g"])
+        self.opt_d.load_state_dict(snap["opt_d"])
+        for opt in (self.opt_g, self.opt_d):
+            for group in opt.param_groups:
+                group["lr"] *= 0.5
+
+    def _lrs(self) -> tuple[float, float]:
+        return self.opt_g.param_groups[0]["lr"], self.opt_d.param_groups[0]["lr"]
+
+    # ------------------------------------------------------------------ run
+    def run(self) -> Iterator[ev.Event]:
+        """Train, yielding events; ends with a :class:`DoneEvent` (or raises TrainingError)."""
+        try:
+            yield from self._setup()
+            total = self.run.train.steps
+            cfg = self.run.train
+            reason = "finished"
+            while self.step < total:
+                while not self._running.wait(timeout=0.05):
+                    pass
+                if self._stop.is_set():
+                    reason = "stopped"
+                    break
+                t0 = time.perf_counter()
+                losses = self._train_step()
+                finite = all_ranks_agree(all(math.isfinite(v) for v in losses.values()))
+                if not finite:
+                    yield from self._handle_divergence(losses)
+                    continue
+                self.step += 1
+                if self.device.type == "cuda":
+                    torch.cuda.synchronize(self.device)
+                lr_g, lr_d = self._lrs()
+                yield ev.StepEvent(self.step, total, losses, time.perf_counter() - t0, lr_g, lr_d)
+                if self.step % 50 == 0 or self.step == total:
+                    self._snapshot = self._capture_state()
+                if self.step % cfg.preview_every == 0 or self.step == total:
+                    yield self.preview()
+                if self.step % cfg.checkpoint_every == 0 and self.step < total:
+                    yield from self._save("last")
+            if self._stop.is_set() and self.step < total:
+                reason = "stopped"
+            path = None
+            for event in self._save("final"):
+                path = event.path
+                yield event
+            yield ev.DoneEvent(self.step, reason, path)
+        finally:
+            release_memory(getattr(self, "device", None))
+
+    def _handle_divergence(self, losses: dict[str, float]) -> Iterator[ev.Event]:
+        self.divergences += 1
+        bad = ", ".join(f"{k}={v}" for k, v in losses.items() if not math.isfinite(v))
+        if self.divergences > self.run.train.max_divergences:
+            raise TrainingError(
+                f"training diverged {self.divergences} times (last at step {self.step + 1}: {bad}); "
+                "lower the learning rates (--lr-g/--lr-d), use --precision fp32, or check the data"
+            )
+        self._roll_back()
+        self.step = self._snapshot["step"]
+        lr_g, lr_d = self._lrs()
+        yield ev.MessageEvent(
+            self.step, "warning",
+            f"non-finite loss ({bad}); rolled back to step {self.step} and halved the learning "
+            f"rates (G {lr_g:.2e}, D {lr_d:.2e}) [{self.divergences}/{self.run.train.max_divergences}]",
+        )
+
+    # -------------------------------------------------------------- outputs
+    @torch.no_grad()
+    def _ema_output(self, n: int | None = None) -> torch.Tensor:
+        cond = getattr(self, "fixed_condition", None)
+        inp = cond if cond is not None else self.fixed_latent
+        inp = inp[: n or inp.shape[0]].to(self.device)
+        with autocast(self.device, self.amp_dtype):
+            out = self.ema(inp)
+        return out.float().cpu()
+
+    def preview(self) -> ev.PreviewEvent:
+        """Fixed-seed samples of the EMA generator, in original units with the data's geometry."""
+        n = self.run.train.preview_count
+        out = self._ema_output(n)
+        cond = getattr(self, "fixed_condition", None)
+        images, labels, conditions = decode_samples(
+            out, self.run.model, self.data.target_normalizer or self.data.normalizer,
+            self.data.reference, condition=None if cond is None else cond[:n],
+            condition_normalizer=self.data.normalizer,
+        )
+        return ev.PreviewEvent(self.step, images, labels, conditions)
+
+    def quality(self) -> float:
+        """Checkpoint figure (lower is better): L1 to fixed targets for conditional models,
+        else the Wasserstein-1 distance between intensity histograms of fixed-seed samples
+        and fixed real patches (normalised units)."""
+        out = self._ema_output()
+        if self.run.model.conditional:
+            return float((out - self.fixed_target).abs().mean())
+        from scipy.stats import wasserstein_distance
+
+        return float(wasserstein_distance(out[:, 0].flatten().numpy(),
+                                          self.fixed_real.flatten().numpy()))
+
+    def _save(self, kind: str) -> Iterator[ev.Event]:
+        metric = self.quality()
+        improved = self.best_metric is None or metric < self.best_metric
+        if improved:
+            self.best_metric = metric
+        if self.manager is not None:
+            path = self.manager.save(
+                self.step,
+                modules={"generator": self.G, "discriminator": self.D, "ema": self.ema},
+                optimizers={"optim_g": self.opt_g, "optim_d": self.opt_d},
+                state=self._checkpoint_state(),
+                metric=metric,
+                final=(kind == "final"),
+            )
+            self._log({"step": self.step, "checkpoint": str(path), "quality": metric})
+            yield ev.CheckpointEvent(self.step, str(path), kind)
+            if improved:
+                yield ev.CheckpointEvent(self.step, str(self.out / "checkpoints" / "best"), "best")
+        barrier()
+
+    def _checkpoint_state(self) -> dict:
+        from napari_medgan.training.checkpoint import capture_rng
+
+        data = self.data
+        ref = data.reference
+        return {
+            "package_version": __version__,
+            "model_config": {k: v for k, v in vars(self.run.model).items()},
+            "run_config": self.run.to_dict(),
+            "step": self.step,
+            "divergences": self.divergences,
+            "best_metric": self.best_metric,
+            "rng": capture_rng(),
+            "data_rng": self.rng.bit_generator.state,
+            "normalizer": data.normalizer.to_dict(),
+            "target_normalizer": data.target_normalizer.to_dict() if data.target_normalizer else None,
+            "geometry": {**ref.geometry_dict(), "shape": list(ref.shape)},
+            "num_classes": int(self.run.model.num_classes),
+        }
+
+    def _log(self, record: dict) -> None:
+        if not self.write:
+            return
+        with open(self.out / "log.jsonl", "a") as fh:
+            fh.write(json.dumps(record) + "\n")
+
+
+def write_summary(path: Path, summary: dict) -> None:
+    """Write a JSON summary atomically."""
+    atomic_write_text(path, json.dumps(summary, indent=2))

@@ -1,0 +1,57 @@
+import pytest
+
+from napari_medgan.config import DataConfig, ModelConfig, RunConfig, TrainConfig
+
+
+def test_defaults_are_valid_and_round_trip_yaml(tmp_path):
+    run = RunConfig()
+    run.model.task = "synthesis"
+    path = tmp_path / "run.yaml"
+    run.to_yaml(path)
+    again = RunConfig.from_yaml(path)
+    assert again.to_dict() == run.to_dict()
+
+
+def test_model_gets_its_default_task():
+    assert ModelConfig(name="dcgan3d").task == "synthesis"
+    assert ModelConfig(name="pix2pix3d").task == "label2image"
+
+
+@pytest.mark.parametrize(
+    "kind, kwargs, field",
+    [
+        (ModelConfig, {"patch_size": 24}, "model.patch_size"),
+        (ModelConfig, {"patch_size": 8}, "model.patch_size"),
+        (ModelConfig, {"name": "stylegan9"}, "model.name"),
+        (ModelConfig, {"name": "dcgan3d", "task": "denoise"}, "model.task"),
+        (ModelConfig, {"name": "dcgan3d", "task": "joint", "num_classes": 1}, "model.num_classes"),
+        (ModelConfig, {"superres_factor": 3}, "model.superres_factor"),
+        (TrainConfig, {"steps": 0}, "train.steps"),
+        (TrainConfig, {"lr_g": 0}, "train.lr_g"),
+        (TrainConfig, {"loss": "wgan"}, "train.loss"),
+        (TrainConfig, {"device": "tpu"}, "train.device"),
+        (TrainConfig, {"precision": "fp8"}, "train.precision"),
+        (DataConfig, {"preset": "pet"}, "data.preset"),
+        (DataConfig, {"spacing": (1, 0, 1)}, "data.spacing"),
+    ],
+)
+def test_bad_values_name_the_field(kind, kwargs, field):
+    with pytest.raises(ValueError, match=field.replace(".", r"\.")):
+        kind(**kwargs)
+
+
+def test_yaml_errors_name_the_file_and_field(tmp_path):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("train:\n  steps: -3\n")
+    with pytest.raises(ValueError, match=r"bad\.yaml.*train\.steps"):
+        RunConfig.from_yaml(bad)
+    unknown = tmp_path / "unknown.yaml"
+    unknown.write_text("train:\n  stepz: 3\n")
+    with pytest.raises(ValueError, match="stepz"):
+        RunConfig.from_yaml(unknown)
+    broken = tmp_path / "broken.yaml"
+    broken.write_text("train: [1, 2\n")
+    with pytest.raises(ValueError, match="broken.yaml"):
+        RunConfig.from_yaml(broken)
+    with pytest.raises(FileNotFoundError, match="missing.yaml"):
+        RunConfig.from_yaml(tmp_path / "missing.yaml")
