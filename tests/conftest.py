@@ -35,3 +35,24 @@ def _seed_and_threads():
     np.random.seed(0)
     torch.set_num_threads(2)
     yield
+
+
+def _tiny_run(out, model="dcgan3d", task=None, steps=6, **train):
+    """A run config at 16^3 with a few steps: seconds on a CPU."""
+    from napari_medgan.config import DataConfig, ModelConfig, RunConfig, TrainConfig
+
+    defaults = dict(steps=steps, batch_size=2, preview_every=3, checkpoint_every=3, log_every=1,
+                    preview_count=2, device="cpu", seed=0)
+    defaults.update(train)
+    return RunConfig(
+        data=DataConfig(source="phantom", phantom_count=3, phantom_size=16),
+        model=ModelConfig(name=model, task=task, patch_size=16, channels=8, latent_dim=16),
+        train=TrainConfig(**defaults),
+        out=str(out),
+    )
+
+
+@pytest.fixture
+def tiny_run():
+    """Factory for tiny run configs: ``tiny_run(out_dir, model=..., task=..., steps=...)``."""
+    return _tiny_run

@@ -65,11 +65,11 @@ class Trainer:
     """
 
     def __init__(self, run: RunConfig, images=None, labels=None, targets=None, write: bool = True):
-        self.run = copy.deepcopy(run)
+        self.config = copy.deepcopy(run)
         self._inputs = (images, labels, targets)
         self.dist = current_info()
         self.write = write and self.dist.is_main
-        self.out = Path(self.run.out)
+        self.out = Path(self.config.out)
         self._stop = threading.Event()
         self._running = threading.Event()
         self._running.set()
@@ -101,7 +101,7 @@ class Trainer:
         from napari_medgan.models import build_discriminator, build_generator
         from napari_medgan.training.checkpoint import CheckpointManager, load_checkpoint
 
-        run, cfg = self.run, self.run.train
+        run, cfg = self.config, self.config.train
         self.device = resolve_device(cfg.device, self.dist.local_rank)
         self.amp_dtype = resolve_precision(cfg.precision, self.device)
         torch.manual_seed(cfg.seed + self.dist.rank)
@@ -138,7 +138,6 @@ class Trainer:
         self.opt_d = torch.optim.Adam(self.D.parameters(), lr=cfg.lr_d, betas=betas)
         self.ema = make_ema(self.G)
         self.divergences = 0
-        self.best_metric: float | None = None
 
         if source_ckpt is not None:
             source_ckpt.load_module("generator", self.G)
@@ -152,7 +151,6 @@ class Trainer:
                 st = source_ckpt.state
                 self.step = int(st["step"])
                 self.divergences = int(st.get("divergences", 0))
-                self.best_metric = st.get("best_metric")
                 restore_rng(st["rng"])
                 if "data_rng" in st:
                     self.rng.bit_generator.state = st["data_rng"]
@@ -199,7 +197,7 @@ class Trainer:
 
     def _intensity_channels(self, x: torch.Tensor) -> list[int]:
         """Channels that carry intensities (label one-hot channels are never brightened)."""
-        task = self.run.model.task
+        task = self.config.model.task
         if task == "joint":
             return [0]
         if task == "label2image":
@@ -209,7 +207,7 @@ class Trainer:
         return list(range(x.shape[1]))
 
     def _train_step(self) -> dict[str, float]:
-        cfg, model = self.run.train, self.run.model
+        cfg, model = self.config.train, self.config.model
         batch = self.data.sample_batch(cfg.batch_size, self.rng)
         real = batch["image"].to(self.device)
         cond = batch["condition"].to(self.device) if model.conditional else None
@@ -308,8 +306,8 @@ class Trainer:
         """Train, yielding events; ends with a :class:`DoneEvent` (or raises TrainingError)."""
         try:
             yield from self._setup()
-            total = self.run.train.steps
-            cfg = self.run.train
+            total = self.config.train.steps
+            cfg = self.config.train
             reason = "finished"
             while self.step < total:
                 while not self._running.wait(timeout=0.05):
@@ -347,7 +345,7 @@ class Trainer:
     def _handle_divergence(self, losses: dict[str, float]) -> Iterator[ev.Event]:
         self.divergences += 1
         bad = ", ".join(f"{k}={v}" for k, v in losses.items() if not math.isfinite(v))
-        if self.divergences > self.run.train.max_divergences:
+        if self.divergences > self.config.train.max_divergences:
             raise TrainingError(
                 f"training diverged {self.divergences} times (last at step {self.step + 1}: {bad}); "
                 "lower the learning rates (--lr-g/--lr-d), use --precision fp32, or check the data"
@@ -358,7 +356,7 @@ class Trainer:
         yield ev.MessageEvent(
             self.step, "warning",
             f"non-finite loss ({bad}); rolled back to step {self.step} and halved the learning "
-            f"rates (G {lr_g:.2e}, D {lr_d:.2e}) [{self.divergences}/{self.run.train.max_divergences}]",
+            f"rates (G {lr_g:.2e}, D {lr_d:.2e}) [{self.divergences}/{self.config.train.max_divergences}]",
         )
 
     # -------------------------------------------------------------- outputs
@@ -373,11 +371,11 @@ class Trainer:
 
     def preview(self) -> ev.PreviewEvent:
         """Fixed-seed samples of the EMA generator, in original units with the data's geometry."""
-        n = self.run.train.preview_count
+        n = self.config.train.preview_count
         out = self._ema_output(n)
         cond = getattr(self, "fixed_condition", None)
         images, labels, conditions = decode_samples(
-            out, self.run.model, self.data.target_normalizer or self.data.normalizer,
+            out, self.config.model, self.data.target_normalizer or self.data.normalizer,
             self.data.reference, condition=None if cond is None else cond[:n],
             condition_normalizer=self.data.normalizer,
         )
@@ -388,7 +386,7 @@ class Trainer:
         else the Wasserstein-1 distance between intensity histograms of fixed-seed samples
         and fixed real patches (normalised units)."""
         out = self._ema_output()
-        if self.run.model.conditional:
+        if self.config.model.conditional:
             return float((out - self.fixed_target).abs().mean())
         from scipy.stats import wasserstein_distance
 
@@ -397,10 +395,8 @@ class Trainer:
 
     def _save(self, kind: str) -> Iterator[ev.Event]:
         metric = self.quality()
-        improved = self.best_metric is None or metric < self.best_metric
-        if improved:
-            self.best_metric = metric
         if self.manager is not None:
+            best_before = self.manager.best_metric
             path = self.manager.save(
                 self.step,
                 modules={"generator": self.G, "discriminator": self.D, "ema": self.ema},
@@ -411,8 +407,8 @@ class Trainer:
             )
             self._log({"step": self.step, "checkpoint": str(path), "quality": metric})
             yield ev.CheckpointEvent(self.step, str(path), kind)
-            if improved:
-                yield ev.CheckpointEvent(self.step, str(self.out / "checkpoints" / "best"), "best")
+            if self.manager.best_metric != best_before:
+                yield ev.CheckpointEvent(self.step, str(self.manager.directory / "best"), "best")
         barrier()
 
     def _checkpoint_state(self) -> dict:
@@ -422,17 +418,16 @@ class Trainer:
         ref = data.reference
         return {
             "package_version": __version__,
-            "model_config": {k: v for k, v in vars(self.run.model).items()},
-            "run_config": self.run.to_dict(),
+            "model_config": {k: v for k, v in vars(self.config.model).items()},
+            "run_config": self.config.to_dict(),
             "step": self.step,
             "divergences": self.divergences,
-            "best_metric": self.best_metric,
             "rng": capture_rng(),
             "data_rng": self.rng.bit_generator.state,
             "normalizer": data.normalizer.to_dict(),
             "target_normalizer": data.target_normalizer.to_dict() if data.target_normalizer else None,
             "geometry": {**ref.geometry_dict(), "shape": list(ref.shape)},
-            "num_classes": int(self.run.model.num_classes),
+            "num_classes": int(self.config.model.num_classes),
         }
 
     def _log(self, record: dict) -> None:

@@ -1,0 +1,81 @@
+"""The main job (``napari-medgan demo`` / ``make demo``): train a joint image + label GAN on the
+built-in head-phantom distribution on the CPU in a few minutes, synthesize volumes, and write
+NIfTI files, a side-by-side picture of real and synthetic mid-slices, and the figures."""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from pathlib import Path
+
+from napari_medgan.config import DataConfig, ModelConfig, RunConfig, TrainConfig
+
+DEMO_STEPS = 1200
+DEMO_SAMPLES = 8
+
+
+def demo_config(out: str | Path, steps: int | None = None, seed: int = 0) -> RunConfig:
+    """Settings chosen to learn recognisable heads at 32^3 on two CPU cores in ~3-4 minutes."""
+    return RunConfig(
+        data=DataConfig(source="phantom", phantom_count=48, phantom_size=32, preset="mr"),
+        model=ModelConfig(name="dcgan3d", task="joint", patch_size=32, channels=16,
+                          latent_dim=64),
+        train=TrainConfig(steps=steps or DEMO_STEPS, batch_size=8, lr_g=2e-4, lr_d=2e-4,
+                          seed=seed, device="auto", log_every=100, preview_every=10**9,
+                          checkpoint_every=500),
+        out=str(Path(out) / "run"),
+    )
+
+
+def run_demo(out: str | Path, steps: int | None = None, seed: int = 0) -> dict:
+    """Run the whole demo; returns (and writes as ``figures.json``) the figures it printed."""
+    from napari_medgan.cli import consume
+    from napari_medgan.io import save_volume
+    from napari_medgan.metrics.report import evaluate_sets
+    from napari_medgan.training.inference import generate, load_generator
+    from napari_medgan.training.trainer import Trainer, write_summary
+    from napari_medgan.visualize import save_side_by_side
+
+    out = Path(out)
+    run = demo_config(out, steps, seed)
+    t0 = time.perf_counter()
+    trainer = Trainer(run)
+    summary = consume(trainer, run.train.log_every)
+    train_seconds = time.perf_counter() - t0
+
+    loaded = load_generator(summary["checkpoint"])
+    images, labels = generate(loaded, DEMO_SAMPLES, seed=seed + 1)
+    data = trainer.data
+    reals = [data.reference.with_array(data.normalizer.inverse(arr), source=f"real_{i:03d}")
+             for i, arr in enumerate(data.volumes[:DEMO_SAMPLES])]
+    vol_dir = out / "volumes"
+    for i, (img, lab) in enumerate(zip(images, labels)):
+        save_volume(img, vol_dir / f"synthetic_{i:03d}.nii.gz")
+        save_volume(lab, vol_dir / f"synthetic_{i:03d}_labels.nii.gz")
+    for real in reals:
+        save_volume(real, vol_dir / f"{real.source}.nii.gz")
+
+    rows = [(f"real {i}", v) for i, v in enumerate(reals[:2])]
+    rows += [(f"synthetic {i}", v) for i, v in enumerate(images[:3])]
+    overlays = {len(rows) - 3 + i: lab for i, lab in enumerate(labels[:3])}
+    picture = save_side_by_side(
+        out / "side_by_side.png", rows, labels=overlays,
+        title=f"head phantom: real vs synthetic ({summary.get('step')} steps, "
+              f"{train_seconds / 60:.1f} min on {loaded.device.type})",
+    )
+    report = evaluate_sets([v.array for v in reals], [v.array for v in images], seed=seed)
+    figures = {
+        "steps": summary.get("step"),
+        "train_seconds": round(train_seconds, 1),
+        "seconds_per_step": round(train_seconds / max(1, summary.get("step") or 1), 3),
+        "final_losses": summary.get("losses"),
+        "device": str(loaded.device),
+        "checkpoint": summary.get("checkpoint"),
+        "picture": str(picture),
+        "volumes": str(vol_dir),
+        "quality": report.get("summary", report),
+    }
+    write_summary(out / "figures.json", {**figures, "report": report})
+    print(json.dumps(figures, indent=2, default=str), file=sys.stdout)
+    return figures

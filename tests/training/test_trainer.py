@@ -1,0 +1,143 @@
+"""The one training loop, run for real at 16^3 on the CPU."""
+
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from napari_medgan.training import events as ev
+from napari_medgan.training.checkpoint import load_checkpoint
+from napari_medgan.training.trainer import Trainer, TrainingError
+
+
+def _collect(trainer):
+    return list(trainer.run())
+
+
+def test_unconditional_run_yields_steps_previews_checkpoints(tmp_path, tiny_run):
+    run = tiny_run(tmp_path / "run", steps=6)
+    events = _collect(Trainer(run))
+    steps = [e for e in events if isinstance(e, ev.StepEvent)]
+    assert [e.step for e in steps] == [1, 2, 3, 4, 5, 6]
+    assert all({"D", "G"} <= set(e.losses) and all(map(math.isfinite, e.losses.values()))
+               for e in steps)
+    assert "R1" in steps[0].losses  # lazy R1 on step 0, 4, ...
+    previews = [e for e in events if isinstance(e, ev.PreviewEvent)]
+    assert [p.step for p in previews] == [3, 6]
+    vol = previews[0].volumes[0]
+    assert vol.shape == (16, 16, 16) and len(previews[0].volumes) == 2
+    # The preview sits where the training data sits (phantom at 16^3 = patch size).
+    ref = load_checkpoint(tmp_path / "run").state["geometry"]
+    np.testing.assert_allclose(vol.spacing, ref["spacing"])
+    np.testing.assert_allclose(vol.origin, ref["origin"])
+    # Fixed seed: the preview at step 3 and 6 differ (the model learns) but are not noise.
+    assert not np.array_equal(previews[0].volumes[0].array, previews[1].volumes[0].array)
+    done = events[-1]
+    assert isinstance(done, ev.DoneEvent) and done.reason == "finished" and done.step == 6
+    assert (tmp_path / "run" / "config.yaml").is_file()
+    assert load_checkpoint(done.checkpoint).state["step"] == 6
+
+
+def test_joint_model_previews_labels(tmp_path, tiny_run):
+    run = tiny_run(tmp_path / "run", task="joint", steps=3)
+    events = _collect(Trainer(run))
+    preview = [e for e in events if isinstance(e, ev.PreviewEvent)][-1]
+    assert len(preview.labels) == 2 and preview.labels[0].is_label
+    assert preview.labels[0].array.max() < 8  # phantom has 8 classes
+
+
+@pytest.mark.parametrize("task", ["label2image", "translate", "denoise", "superres", "inpaint"])
+def test_every_conditional_task_trains(tmp_path, task, tiny_run):
+    run = tiny_run(tmp_path / task, model="pix2pix3d", task=task, steps=2, preview_every=2)
+    events = _collect(Trainer(run))
+    steps = [e for e in events if isinstance(e, ev.StepEvent)]
+    assert len(steps) == 2 and "L1" in steps[-1].losses
+    preview = [e for e in events if isinstance(e, ev.PreviewEvent)][-1]
+    assert preview.volumes[0].shape == (16, 16, 16) and len(preview.conditions) == 2
+
+
+def test_pix2pix_learns_label2image(tmp_path, tiny_run):
+    run = tiny_run(tmp_path / "run", model="pix2pix3d", task="label2image", steps=30, lr_g=1e-3,
+                   preview_every=40, checkpoint_every=100, augment=False)
+    l1 = [e.losses["L1"] for e in Trainer(run).run() if isinstance(e, ev.StepEvent)]
+    assert np.mean(l1[-6:]) < 0.75 * np.mean(l1[:3]), l1
+
+
+def test_resume_continues_exactly(tmp_path, tiny_run):
+    full = [e for e in Trainer(tiny_run(tmp_path / "a", steps=5)).run()
+            if isinstance(e, ev.StepEvent)]
+    _collect(Trainer(tiny_run(tmp_path / "b", steps=3)))
+    resumed_run = tiny_run(tmp_path / "b", steps=5)
+    resumed_run.resume = True
+    events = _collect(Trainer(resumed_run))
+    assert any(isinstance(e, ev.MessageEvent) and "resumed" in e.text for e in events)
+    resumed = [e for e in events if isinstance(e, ev.StepEvent)]
+    assert [e.step for e in resumed] == [4, 5]
+    for a, b in zip(full[3:], resumed):
+        for key in a.losses:
+            assert a.losses[key] == pytest.approx(b.losses[key], rel=1e-5, abs=1e-6), key
+        assert a.lr_g == b.lr_g
+
+
+def test_fine_tune_starts_from_trained_weights(tmp_path, tiny_run):
+    _collect(Trainer(tiny_run(tmp_path / "base", steps=3)))
+    base = load_checkpoint(tmp_path / "base")
+    run = tiny_run(tmp_path / "tuned", steps=2)
+    run.init = str(tmp_path / "base")
+    run.model.channels = 16  # ignored: the architecture comes from the checkpoint
+    run.data.phantom_modality = "ct"
+    run.data.preset = "ct"
+    trainer = Trainer(run)
+    events = trainer.run()
+    first = [next(events) for _ in range(2)]
+    assert any("fine-tuning" in e.text for e in first if isinstance(e, ev.MessageEvent))
+    name, tensor = next(iter(trainer.ema.state_dict().items()))
+    torch.testing.assert_close(tensor, base.tensors[f"ema.{name}"])
+    rest = list(events)
+    assert [e.step for e in rest if isinstance(e, ev.StepEvent)] == [1, 2]
+    assert load_checkpoint(tmp_path / "tuned").state["model_config"]["channels"] == 8
+
+
+def test_stop_between_steps_writes_a_checkpoint(tmp_path, tiny_run):
+    trainer = Trainer(tiny_run(tmp_path / "run", steps=1000, checkpoint_every=500))
+    done = None
+    for event in trainer.run():
+        if isinstance(event, ev.StepEvent) and event.step == 2:
+            trainer.stop()
+        if isinstance(event, ev.DoneEvent):
+            done = event
+    assert done.reason == "stopped" and done.step == 2
+    assert load_checkpoint(tmp_path / "run").state["step"] == 2
+
+
+def test_divergence_rolls_back_and_lowers_learning_rates(tmp_path, monkeypatch, tiny_run):
+    trainer = Trainer(tiny_run(tmp_path / "run", steps=4))
+    real_step = Trainer._train_step
+    calls = {"n": 0}
+
+    def flaky(self):
+        calls["n"] += 1
+        losses = real_step(self)
+        return {**losses, "G": float("nan")} if calls["n"] == 2 else losses
+
+    monkeypatch.setattr(Trainer, "_train_step", flaky)
+    events = _collect(trainer)
+    warnings = [e for e in events if isinstance(e, ev.MessageEvent) and e.level == "warning"]
+    assert len(warnings) == 1 and "rolled back" in warnings[0].text
+    steps = [e for e in events if isinstance(e, ev.StepEvent)]
+    assert steps[-1].step == 4 and steps[-1].lr_g == pytest.approx(0.5 * steps[0].lr_g)
+
+
+def test_repeated_divergence_stops_with_a_clear_message(tmp_path, monkeypatch, tiny_run):
+    monkeypatch.setattr(Trainer, "_train_step", lambda self: {"D": float("inf"), "G": 1.0})
+    with pytest.raises(TrainingError, match="diverged .* lower the learning rates"):
+        _collect(Trainer(tiny_run(tmp_path / "run", steps=4, max_divergences=2)))
+
+
+def test_seeded_cpu_runs_repeat(tmp_path, tiny_run):
+    def losses(out):
+        return [e.losses for e in Trainer(tiny_run(out, steps=3)).run()
+                if isinstance(e, ev.StepEvent)]
+
+    assert losses(tmp_path / "a") == losses(tmp_path / "b")
