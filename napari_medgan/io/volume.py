@@ -223,17 +223,24 @@ class Volume:
         metadata = metadata or {}
         geo = metadata.get(GEOMETRY_KEY)
         meta = dict(metadata.get("medgan_meta", {}))
-        array = np.asarray(data)
-        if geo is not None:
-            return cls(
-                array,
-                spacing=geo["spacing"],
-                origin=geo["origin"],
-                direction=geo["direction"],
-                is_label=is_label,
-                source=name,
-                meta=meta,
-            )
+        derived = cls._from_napari_transform(np.asarray(data), scale, translate, affine,
+                                             is_label=is_label, name=name, meta=meta)
+        if geo is None:
+            return derived
+        stored = cls(np.asarray(data), spacing=geo["spacing"], origin=geo["origin"],
+                     direction=geo["direction"], is_label=is_label, source=name, meta=meta)
+        # The stored geometry is exact (no float round trip through napari), but only valid
+        # while the user has not moved or rescaled the layer since it was read.
+        if scale is None and translate is None and affine is None:
+            return stored
+        if (np.allclose(stored.spacing, derived.spacing, rtol=1e-6, atol=1e-6)
+                and np.allclose(stored.origin, derived.origin, rtol=1e-6, atol=1e-5)
+                and np.allclose(stored.direction, derived.direction, atol=1e-6)):
+            return stored
+        return derived
+
+    @classmethod
+    def _from_napari_transform(cls, array, scale, translate, affine, **kwargs) -> "Volume":
         scale = np.ones(3) if scale is None else np.asarray(scale, dtype=float)[-3:]
         translate = np.zeros(3) if translate is None else np.asarray(translate, dtype=float)[-3:]
         linear, shift = np.eye(3), np.zeros(3)
@@ -246,15 +253,8 @@ class Volume:
         rot_zyx = columns / spacing_zyx
         origin_zyx = linear @ translate + shift
         perm = np.eye(3)[::-1]
-        return cls(
-            array,
-            spacing=spacing_zyx[::-1],
-            origin=origin_zyx[::-1],
-            direction=perm @ rot_zyx @ perm,
-            is_label=is_label,
-            source=name,
-            meta=meta,
-        )
+        return cls(array, spacing=spacing_zyx[::-1], origin=origin_zyx[::-1],
+                   direction=perm @ rot_zyx @ perm, source=kwargs.pop("name"), **kwargs)
 
     # ----------------------------------------------------------------- helpers
     def with_array(self, array: np.ndarray, **changes: Any) -> "Volume":

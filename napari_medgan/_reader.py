@@ -1,0 +1,87 @@
+"""npe2 reader: NIfTI, NRRD, MetaImage and DICOM series as geometry-true napari layers.
+
+Layers are placed in LPS millimetres (world axes z, y, x) by
+:meth:`Volume.to_layer_kwargs`; the exact geometry also travels in the layer
+metadata so that saving writes it back unchanged.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from napari_medgan.io.readers import (
+    DICOM_SUFFIX,
+    dicom_series_files,
+    is_supported_path,
+    load_volume,
+    volume_stem,
+    volume_suffix,
+)
+from napari_medgan.io.volume import Volume
+
+#: Soft-tissue CT window (level 40, width 400 HU): shows brain, muscle and fat at once.
+CT_WINDOW = (-160.0, 240.0)
+
+LayerData = tuple[Any, dict, str]
+
+
+def napari_get_reader(path: str | Sequence[str]) -> Callable[..., list[LayerData]] | None:
+    """Return a reader function when every path is a volume file or DICOM folder, else None.
+
+    The manifest claims every name (``*``) so that DICOM folders and extension-less
+    DICOM files reach us; this function is where unsupported paths are refused.
+    """
+    paths = [path] if isinstance(path, (str, Path)) else list(path)
+    if not paths or not all(isinstance(p, (str, Path)) and is_supported_path(p) for p in paths):
+        return None
+    return read_volumes
+
+
+def _contrast_limits(volume: Volume) -> tuple[float, float]:
+    """Soft-tissue window for CT (modality tag, or air near -1000 HU); else 0.5-99.5 percentiles."""
+    flat = np.asarray(volume.array).ravel()
+    sample = flat[:: max(1, flat.size // 1_000_000)].astype(np.float64)
+    lo, hi = float(sample.min()), float(sample.max())
+    looks_ct = volume.meta.get("modality", "").upper() == "CT" or (lo <= -900.0 and hi >= 100.0)
+    if looks_ct:
+        return CT_WINDOW
+    p_lo, p_hi = (float(v) for v in np.percentile(sample, (0.5, 99.5)))
+    if not p_hi > p_lo:  # constant or nearly binary data: fall back to the full range
+        p_lo, p_hi = lo, hi if hi > lo else lo + 1.0
+    return p_lo, p_hi
+
+
+def volume_to_layer_data(volume: Volume, name: str | None = None) -> LayerData:
+    """``(data, kwargs, layer_type)`` for napari from a Volume."""
+    kwargs = volume.to_layer_kwargs()
+    kwargs["name"] = name or (volume_stem(volume.source) if volume.source else "volume")
+    if volume.is_label:
+        return volume.array, kwargs, "labels"
+    kwargs["colormap"] = "gray"
+    kwargs["contrast_limits"] = _contrast_limits(volume)
+    return volume.array, kwargs, "image"
+
+
+def read_volumes(path: str | Sequence[str]) -> list[LayerData]:
+    """Read each path into one layer; several ``.dcm`` files of one series give one layer.
+
+    Errors are :class:`~napari_medgan.io.volume.VolumeError` (or FileNotFoundError)
+    with one line naming the file; napari wraps them in a ``ReaderPluginError``
+    and shows them as a notification.
+    """
+    paths = [path] if isinstance(path, (str, Path)) else list(path)
+    layers: list[LayerData] = []
+    seen_dicom: set[Path] = set()
+    for p in paths:
+        p = Path(p)
+        if not p.is_dir() and volume_suffix(p) == DICOM_SUFFIX:
+            if p.resolve() in seen_dicom:
+                continue
+            seen_dicom.update(Path(f).resolve() for f in dicom_series_files(p))
+        volume = load_volume(p)
+        layers.append(volume_to_layer_data(volume))
+    return layers

@@ -1,0 +1,497 @@
+"""Read 3D medical volumes into :class:`~napari_medgan.io.volume.Volume`.
+
+NIfTI is read with nibabel (its ``img.affine`` already applies the
+sform/qform precedence of the standard); NRRD, MetaImage and DICOM series are
+read with SimpleITK, whose geometry is already ITK ``(x, y, z)`` LPS. Every
+failure is a :class:`VolumeError` whose single line starts with the path.
+
+4D decision: a series with a 4th axis longer than 1 (fMRI, DWI, multi-echo,
+Slicer multi-layer ``.seg.nrrd``) is rejected with the file's shape and a hint
+to extract one volume; a 4th axis of size 1 is squeezed away.
+"""
+
+from __future__ import annotations
+
+import re
+import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from napari_medgan.io.volume import Volume, VolumeError
+
+#: File suffixes read by this module (lower case; ``.seg.nrrd`` is a ``.nrrd``).
+NIFTI_SUFFIXES = (".nii.gz", ".nii")
+SITK_SUFFIXES = (".nrrd", ".nhdr", ".mha", ".mhd")
+DICOM_SUFFIX = ".dcm"
+VOLUME_SUFFIXES = NIFTI_SUFFIXES + SITK_SUFFIXES + (DICOM_SUFFIX,)
+
+#: File-name words that mark a label map (see :func:`guess_is_label`).
+LABEL_WORDS = frozenset(
+    {"label", "labels", "labelmap", "seg", "segs", "segmentation", "segmentations", "mask", "masks"}
+)
+#: An integer volume with at most this many distinct values (all >= 0) is a label map.
+MAX_LABEL_VALUES = 64
+
+_FORMAT_NAMES = {
+    ".nii": "nifti",
+    ".nii.gz": "nifti",
+    ".nrrd": "nrrd",
+    ".nhdr": "nrrd",
+    ".mha": "metaimage",
+    ".mhd": "metaimage",
+    ".dcm": "dicom",
+}
+# Metadata key our writers put into NRRD/MetaImage headers so label maps stay label maps.
+LABEL_META_KEY = "medgan_is_label"
+
+
+# ----------------------------------------------------------------------------- paths
+def volume_suffix(path: str | Path) -> str | None:
+    """The supported suffix of ``path`` (``'.nii.gz'``, ``'.nrrd'``...), or None."""
+    name = Path(path).name.lower()
+    for suffix in VOLUME_SUFFIXES:
+        if name.endswith(suffix) and len(name) > len(suffix):
+            return suffix
+    return None
+
+
+def volume_stem(path: str | Path) -> str:
+    """File name without its volume suffix (``brain.nii.gz`` -> ``brain``); a folder's name."""
+    path = Path(path)
+    suffix = volume_suffix(path)
+    return path.name[: -len(suffix)] if suffix else path.name
+
+
+def _is_hidden_or_partial(path: Path) -> bool:
+    # Our atomic writer's temporaries are ".name.XXXX.part.nii.gz"; editors leave "name~".
+    name = path.name
+    return name.startswith(".") or ".part" in name.lower() or name.endswith("~")
+
+
+def _looks_like_dicom_file(path: Path) -> bool:
+    if path.suffix.lower() == DICOM_SUFFIX:
+        return True
+    try:
+        with open(path, "rb") as fh:
+            fh.seek(128)
+            return fh.read(4) == b"DICM"  # the DICOM Part 10 preamble magic
+    except OSError:
+        return False
+
+
+def is_dicom_folder(folder: str | Path, max_probe: int = 64) -> bool:
+    """True when ``folder`` directly holds at least one DICOM series.
+
+    A cheap probe (a ``.dcm`` name or the ``DICM`` magic in up to ``max_probe``
+    files) runs before GDCM's scan, because napari asks about every folder.
+    """
+    folder = Path(folder)
+    if not folder.is_dir():
+        return False
+    probed = 0
+    for entry in sorted(folder.iterdir()):
+        if probed >= max_probe:
+            return False
+        if not entry.is_file() or _is_hidden_or_partial(entry):
+            continue
+        probed += 1
+        if _looks_like_dicom_file(entry):
+            import SimpleITK as sitk
+
+            return len(sitk.ImageSeriesReader.GetGDCMSeriesIDs(str(folder))) > 0
+    return False
+
+
+def is_supported_path(path: str | Path) -> bool:
+    """True for a file with a supported suffix or a folder holding a DICOM series.
+
+    Only names are checked for files (no I/O), so napari can ask cheaply.
+    """
+    path = Path(path)
+    if path.is_dir():
+        return is_dicom_folder(path)
+    return volume_suffix(path) is not None and not _is_hidden_or_partial(path)
+
+
+def list_volume_files(folder: str | Path) -> list[Path]:
+    """Volumes in ``folder``, sorted: supported files plus sub-folders that are DICOM series.
+
+    Hidden files and temporaries (``.part``, ``~``) are skipped; single
+    ``.dcm`` files are not listed on their own (their folder is the volume).
+    A folder that is itself a DICOM series gives ``[folder]``.
+    """
+    folder = Path(folder)
+    if not folder.exists():
+        raise FileNotFoundError(f"{folder}: no such folder")
+    if not folder.is_dir():
+        raise VolumeError(f"{folder}: not a folder")
+    if is_dicom_folder(folder):
+        return [folder]
+    found = []
+    for entry in sorted(folder.iterdir()):
+        if _is_hidden_or_partial(entry):
+            continue
+        if entry.is_dir():
+            if is_dicom_folder(entry):
+                found.append(entry)
+        elif volume_suffix(entry) not in (None, DICOM_SUFFIX):
+            found.append(entry)
+    return found
+
+
+# ----------------------------------------------------------------------------- labels
+def _name_words(path: str | Path) -> list[str]:
+    # "T1_brain-mask2.nii.gz" -> ["t1", "brain", "mask"]: split on non-letters so
+    # "masked"/"segment" stay whole words and do not match.
+    return [w for w in re.split(r"[^a-z]+", volume_stem(path).lower()) if w]
+
+
+def _sample(flat: np.ndarray, size: int = 100_000) -> np.ndarray:
+    return flat[:: max(1, flat.size // size)]
+
+
+def _few_distinct_values(array: np.ndarray, limit: int) -> bool:
+    flat = array.ravel()
+    if np.unique(_sample(flat)).size > limit:
+        return False  # cheap exit for ordinary images
+    lo, hi = int(flat.min()), int(flat.max())
+    if hi - lo >= 1 << 16:
+        return np.unique(flat).size <= limit
+    # A chunked bincount is O(n) and never copies the whole volume to int64.
+    counts = np.zeros(hi - lo + 1, dtype=np.int64)
+    chunk = 1 << 22
+    for start in range(0, flat.size, chunk):
+        counts += np.bincount(
+            flat[start : start + chunk].astype(np.int64) - lo, minlength=counts.size
+        )
+    return int(np.count_nonzero(counts)) <= limit
+
+
+def guess_is_label(path: str | Path | None, array: np.ndarray) -> bool:
+    """Decide whether a volume is a label map (opens as a napari Labels layer).
+
+    The rule, in order:
+
+    1. ``array`` must hold whole numbers (integer dtype, or floats that are all
+       integral) -- otherwise it is an image, whatever its name.
+    2. A ``.seg.nrrd`` file, or a file name with a word ``label(s)``,
+       ``labelmap``, ``seg(s)``, ``segmentation(s)`` or ``mask(s)``
+       (case-insensitive; words are split on anything that is not a letter, so
+       ``brain_mask.nii.gz``, ``Seg1.nrrd`` and ``case-labels.mha`` match but
+       ``masked_t1.nii.gz`` and ``segment.nii`` do not) is a label map.
+    3. Otherwise an **integer-dtype** volume whose values are all ``>= 0`` and
+       take at most :data:`MAX_LABEL_VALUES` (64) distinct values is a label map.
+
+    Pass ``is_label`` to :func:`load_volume` to override the guess.
+    """
+    array = np.asarray(array)
+    if array.dtype.kind == "b":
+        return True
+    if array.dtype.kind == "f":
+        sample = _sample(array.ravel())
+        if not np.array_equal(sample, np.round(sample)):
+            return False  # cheap exit for ordinary float images
+        if not np.all(np.isfinite(array)) or not np.array_equal(array, np.round(array)):
+            return False
+    elif array.dtype.kind not in "iu":
+        return False
+    if path is not None:
+        if Path(path).name.lower().endswith(".seg.nrrd"):
+            return True
+        if LABEL_WORDS.intersection(_name_words(path)):
+            return True
+    return bool(
+        array.dtype.kind in "iu"
+        and array.min() >= 0
+        and _few_distinct_values(array, MAX_LABEL_VALUES)
+    )
+
+
+def _as_label_array(array: np.ndarray, path: Path) -> np.ndarray:
+    """Integer copy of ``array`` for a Labels layer; error when values are not whole numbers."""
+    if array.dtype.kind in "iu":
+        return array
+    if array.dtype.kind == "b":
+        return array.astype(np.uint8)
+    if not np.array_equal(array, np.round(array)):
+        raise VolumeError(f"{path}: asked for a label map but the voxels are not whole numbers")
+    lo, hi = float(array.min()), float(array.max())
+    for dtype in (np.uint8, np.int16, np.uint16, np.int32, np.int64):
+        info = np.iinfo(dtype)
+        if info.min <= lo and hi <= info.max:
+            return array.astype(dtype)
+    raise VolumeError(f"{path}: label values [{lo:g}, {hi:g}] do not fit an integer type")
+
+
+# ----------------------------------------------------------------------------- helpers
+def _short(exc: BaseException) -> str:
+    """One line from a library exception (SimpleITK's are multi-line with C++ paths)."""
+    text = str(exc) or type(exc).__name__
+    for marker in ("sitk::ERROR:", "ITK ERROR:"):
+        if marker in text:
+            text = text.split(marker, 1)[1]
+    text = re.sub(r"\w+\(0x[0-9a-fA-F]+\):", "", text)  # "NrrdImageIO(0x55..):" object addresses
+    text = " ".join(text.split())
+    return text[:200]
+
+
+@contextmanager
+def _library_errors(path: Path, what: str) -> Iterator[None]:
+    """Turn whatever a library raises on a bad file into one VolumeError line."""
+    try:
+        yield
+    except (VolumeError, MemoryError):
+        raise
+    except Exception as exc:  # nibabel/gzip/zlib/SimpleITK raise many unrelated types
+        raise VolumeError(
+            f"{path}: cannot read as {what} (damaged, truncated or another format): {_short(exc)}"
+        ) from exc
+
+
+def _squeeze_to_3d(
+    array: np.ndarray, file_shape: tuple[int, ...], path: Path, reversed_axes: bool
+) -> np.ndarray:
+    """Drop singleton axes after the 3rd; reject 2D and true 4D+ data.
+
+    ``file_shape`` is in file order ``(x, y, z, t...)``; ``array`` is in that
+    order too (nibabel) or reversed (``reversed_axes``, SimpleITK).
+    """
+    file_shape = tuple(int(s) for s in file_shape)
+    dims = list(file_shape)
+    while len(dims) > 3 and dims[-1] == 1:
+        dims.pop()
+    if len(dims) < 3:
+        raise VolumeError(f"{path}: 2D image of shape {file_shape} (x, y); expected a 3D volume")
+    if len(dims) > 3:
+        raise VolumeError(
+            f"{path}: {len(file_shape)}D series of shape {file_shape} (x, y, z, t...); "
+            "napari-medgan reads one 3D volume per file -- extract a volume first "
+            "(e.g. nibabel.funcs.four_to_three or SimpleITK image[:, :, :, t])"
+        )
+    if array.ndim == 3:
+        return array
+    return array.reshape(array.shape[-3:] if reversed_axes else array.shape[:3])
+
+
+def _check_values(array: np.ndarray, path: Path) -> np.ndarray:
+    if 0 in array.shape:
+        raise VolumeError(f"{path}: volume is empty, shape {tuple(array.shape)} (z, y, x)")
+    if array.dtype.kind not in "biuf":
+        raise VolumeError(f"{path}: voxel type {array.dtype} is not a scalar number")
+    if array.dtype.kind == "f":
+        bad = int(array.size - np.count_nonzero(np.isfinite(array)))
+        if bad:
+            which = "all" if bad == array.size else f"{bad} of {array.size}"
+            raise VolumeError(f"{path}: {which} voxels are NaN or infinite")
+    if not array.dtype.isnative:
+        array = array.astype(array.dtype.newbyteorder("="))  # torch refuses big-endian data
+    return array
+
+
+def _finish(array: np.ndarray, path: Path, is_label: bool | None, build) -> Volume:
+    """Validate voxels, decide label-ness, then let ``build(array, is_label)`` add geometry."""
+    array = _check_values(array, path)
+    if is_label is None:
+        is_label = guess_is_label(path, array)
+    if is_label:
+        array = _as_label_array(array, path)
+    return build(np.ascontiguousarray(array), bool(is_label))
+
+
+# ----------------------------------------------------------------------------- NIfTI
+def _read_nifti(path: Path, is_label: bool | None) -> Volume:
+    import nibabel as nib
+
+    with _library_errors(path, "NIfTI"):
+        img = nib.load(str(path))
+        if not isinstance(img, nib.Nifti1Image):  # nibabel also opens Analyze/MGH by content
+            raise VolumeError(f"{path}: not a NIfTI-1/2 file ({type(img).__name__})")
+        hdr = img.header
+        raw_dtype = img.get_data_dtype()
+        slope, inter = float(img.dataobj.slope), float(img.dataobj.inter)
+        scaled = not (slope == 1.0 and inter == 0.0)
+        # Unscaled integers stay integers (exact label values); otherwise
+        # nibabel applies scl_slope/inter in float, as get_fdata would.
+        data = np.asanyarray(img.dataobj)
+        if scaled and raw_dtype.kind in "iu" and raw_dtype.itemsize <= 2:
+            data = data.astype(np.float32)  # 8/16-bit * slope fits float32's 24-bit mantissa
+        data = np.asarray(data)
+        affine = img.affine
+        intent = hdr.get_intent()[0]
+        meta = {
+            "format": "nifti",
+            "qform_code": int(hdr["qform_code"]),
+            "sform_code": int(hdr["sform_code"]),
+            "dtype": str(raw_dtype.newbyteorder("=")),
+            "scl_slope": slope,
+            "scl_inter": inter,
+            "intent": str(intent),
+        }
+    data = _squeeze_to_3d(data, img.shape, path, reversed_axes=False)
+    if is_label is None and intent == "label":
+        is_label = True  # NIFTI_INTENT_LABEL, set by our writer and by e.g. FSL/ANTs
+
+    def build(array: np.ndarray, label: bool) -> Volume:
+        # file (i, j, k) -> our (z, y, x)
+        zyx = np.ascontiguousarray(array.transpose(2, 1, 0))
+        return Volume.from_affine(zyx, affine, "RAS", is_label=label, source=str(path), meta=meta)
+
+    return _finish(data, path, is_label, build)
+
+
+# ----------------------------------------------------------------------------- SimpleITK
+def volume_from_sitk(image: Any, path: Path | str, is_label: bool | None, meta: dict) -> Volume:
+    """Build a Volume from a SimpleITK image (its geometry is already ITK x, y, z, LPS)."""
+    path = Path(path)
+    dim = image.GetDimension()
+    size = tuple(image.GetSize())
+    if image.GetNumberOfComponentsPerPixel() > 1:
+        raise VolumeError(
+            f"{path}: {image.GetNumberOfComponentsPerPixel()} components per voxel "
+            "(vector/RGB image); expected a scalar volume"
+        )
+    import SimpleITK as sitk
+
+    array = sitk.GetArrayFromImage(image)  # (.., z, y, x)
+    array = _squeeze_to_3d(array, size, path, reversed_axes=True)
+    spacing = image.GetSpacing()[:3]
+    origin = image.GetOrigin()[:3]
+    direction = np.asarray(image.GetDirection(), dtype=np.float64).reshape(dim, dim)[:3, :3]
+    meta = dict(meta, dtype=str(array.dtype))
+    if is_label is None and LABEL_META_KEY in image.GetMetaDataKeys():
+        is_label = image.GetMetaData(LABEL_META_KEY).strip() == "1"
+
+    def build(arr: np.ndarray, label: bool) -> Volume:
+        return Volume(
+            arr,
+            spacing=spacing,
+            origin=origin,
+            direction=direction,
+            is_label=label,
+            source=str(path),
+            meta=meta,
+        )
+
+    return _finish(array, path, is_label, build)
+
+
+def _read_sitk_file(path: Path, is_label: bool | None, fmt: str) -> Volume:
+    import SimpleITK as sitk
+
+    with _library_errors(path, fmt.upper() if fmt == "nrrd" else "MetaImage"):
+        image = sitk.ReadImage(str(path))
+    return volume_from_sitk(image, path, is_label, {"format": fmt})
+
+
+def dicom_series_files(path: str | Path) -> list[str]:
+    """Files of the DICOM series :func:`load_volume` reads for ``path`` (folder or ``.dcm`` file).
+
+    For a folder, the series with most files (a warning names the others);
+    for a file, the series of its folder that contains it.
+    """
+    import SimpleITK as sitk
+
+    path = Path(path)
+    folder = path if path.is_dir() else path.parent
+    with _library_errors(path, "DICOM"):
+        ids = sitk.ImageSeriesReader.GetGDCMSeriesIDs(str(folder))
+        series = {
+            sid: list(sitk.ImageSeriesReader.GetGDCMSeriesFileNames(str(folder), sid))
+            for sid in ids
+        }
+    if not series:
+        raise VolumeError(f"{path}: no DICOM series found")
+    if not path.is_dir():
+        target = path.resolve()
+        for files in series.values():
+            if any(Path(f).resolve() == target for f in files):
+                return files
+        raise VolumeError(f"{path}: not part of any readable DICOM series in {folder}")
+    best = max(series, key=lambda sid: len(series[sid]))
+    if len(series) > 1:
+        others = ", ".join(f"{sid} ({len(f)} files)" for sid, f in series.items() if sid != best)
+        warnings.warn(
+            f"{path}: {len(series)} DICOM series found; "
+            f"reading {best} ({len(series[best])} files), "
+            f"ignoring {others}",
+            stacklevel=3,
+        )
+    return series[best]
+
+
+def _read_dicom(path: Path, is_label: bool | None) -> Volume:
+    import SimpleITK as sitk
+
+    files = dicom_series_files(path)
+    reader = sitk.ImageSeriesReader()
+    reader.SetFileNames(files)
+    reader.MetaDataDictionaryArrayUpdateOn()
+    with _library_errors(path, "a DICOM series"):
+        image = reader.Execute()
+    meta: dict = {"format": "dicom", "files": len(files)}
+    for key, tag in (
+        ("modality", "0008|0060"),
+        ("series_uid", "0020|000e"),
+        ("series_description", "0008|103e"),
+    ):
+        if reader.HasMetaDataKey(0, tag):
+            meta[key] = reader.GetMetaData(0, tag).strip()
+    return volume_from_sitk(image, path, is_label, meta)
+
+
+# ----------------------------------------------------------------------------- entry
+def load_volume(path: str | Path, is_label: bool | None = None) -> Volume:
+    """Read a 3D volume with its geometry.
+
+    Parameters
+    ----------
+    path : str or Path
+        ``.nii``/``.nii.gz`` (nibabel), ``.nrrd``/``.nhdr``/``.mha``/``.mhd``
+        (SimpleITK), a folder holding a DICOM series, or one ``.dcm`` file
+        (its folder's series that contains it is read).
+    is_label : bool or None
+        Force a label map (integer array) or an image; None guesses with
+        :func:`guess_is_label` (a NIfTI ``label`` intent or our writers'
+        NRRD/MetaImage marker also count).
+
+    Returns
+    -------
+    Volume
+        ``array`` in ``(z, y, x)``; geometry in ITK ``(x, y, z)`` LPS. Integer
+        data without scaling keep their dtype; scaled NIfTI data become float.
+        ``meta["format"]`` names the format.
+
+    Raises
+    ------
+    FileNotFoundError
+        ``path`` does not exist.
+    VolumeError
+        Unreadable, truncated or mislabelled file, 2D image, 4D series (a 4th
+        axis of size 1 is squeezed), empty volume, NaN/Inf voxels, or a
+        singular affine; the one-line message starts with the path.
+    """
+    path = Path(path)
+    if not path.exists():
+        raise FileNotFoundError(f"{path}: no such file or folder")
+    if path.is_dir():
+        if not is_dicom_folder(path):
+            raise VolumeError(f"{path}: folder holds no DICOM series")
+        return _read_dicom(path, is_label)
+    suffix = volume_suffix(path)
+    if suffix is None:
+        raise VolumeError(
+            f"{path}: unsupported file type; expected one of {', '.join(VOLUME_SUFFIXES)} "
+            "or a DICOM folder"
+        )
+    if path.stat().st_size == 0:
+        raise VolumeError(f"{path}: file is empty (0 bytes)")
+    fmt = _FORMAT_NAMES[suffix]
+    if fmt == "nifti":
+        return _read_nifti(path, is_label)
+    if fmt == "dicom":
+        return _read_dicom(path, is_label)
+    return _read_sitk_file(path, is_label, fmt)
