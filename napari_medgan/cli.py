@@ -110,7 +110,12 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--reference-pairs", action="store_true",
                    help="real and fake are pairs (sorted order): add MAE/PSNR/SSIM/MS-SSIM")
     e.add_argument("--mask", type=Path, help="folder of masks (paired metrics inside them)")
-    e.add_argument("--out", type=Path, default=Path("report.json"), help="report JSON path")
+    e.add_argument("--out", type=Path, default=Path("report.json"),
+                   help="report JSON path (a PNG summary is written beside it)")
+    e.add_argument("--extractor", default="random",
+                   help="features for the FID-style distance: 'random' (fixed-seed random 3D "
+                        "conv net), 'train' (trained on the real set), or a .safetensors file")
+    e.add_argument("--seed", type=int, default=0, help="seed for sub-sampling and features")
 
     d = sub.add_parser("demo", help="the main job: train on the phantom, synthesize, compare")
     d.add_argument("--out", type=Path, default=Path("runs/demo"))
@@ -239,11 +244,12 @@ def _stem(path: Path) -> str:
 def cmd_evaluate(args: argparse.Namespace) -> int:
     import json
 
-    from napari_medgan.metrics.report import evaluate_folders
+    from napari_medgan.metrics.report import evaluate_folders, summarize_report
 
     report = evaluate_folders(args.real, args.fake, reference_pairs=args.reference_pairs,
-                              mask_dir=args.mask, out=args.out)
-    print(json.dumps(report.get("summary", report), indent=2, default=str))
+                              mask_dir=args.mask, out=args.out, extractor=args.extractor,
+                              seed=args.seed)
+    print(json.dumps(summarize_report(report), indent=2, default=str))
     print(f"report: {args.out}")
     return 0
 

@@ -32,7 +32,7 @@ def run_demo(out: str | Path, steps: int | None = None, seed: int = 0) -> dict:
     """Run the whole demo; returns (and writes as ``figures.json``) the figures it printed."""
     from napari_medgan.cli import consume
     from napari_medgan.io import save_volume
-    from napari_medgan.metrics.report import evaluate_sets
+    from napari_medgan.metrics.report import evaluate_sets, summarize_report
     from napari_medgan.training.inference import generate, load_generator
     from napari_medgan.training.trainer import Trainer, write_summary
     from napari_medgan.visualize import save_side_by_side
@@ -74,7 +74,7 @@ def run_demo(out: str | Path, steps: int | None = None, seed: int = 0) -> dict:
         "checkpoint": summary.get("checkpoint"),
         "picture": str(picture),
         "volumes": str(vol_dir),
-        "quality": report.get("summary", report),
+        "quality": summarize_report(report),
     }
     write_summary(out / "figures.json", {**figures, "report": report})
     print(json.dumps(figures, indent=2, default=str), file=sys.stdout)

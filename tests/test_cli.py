@@ -122,3 +122,24 @@ def test_torchrun_two_gloo_processes(tmp_path):
     # Only rank 0 wrote: one log line per checkpoint, not two.
     lines = (run / "log.jsonl").read_text().splitlines()
     assert len(lines) == len({line for line in lines})
+
+
+def test_evaluate_writes_report_and_picture(tmp_path, capsys):
+    import json
+
+    from napari_medgan.data.phantom import make_head_phantom
+    from napari_medgan.io import save_volume
+
+    for i in range(3):
+        save_volume(make_head_phantom((32, 32, 32), seed=i)[0], tmp_path / "real" / f"r{i}.nii.gz")
+        save_volume(make_head_phantom((32, 32, 32), seed=10 + i)[0],
+                    tmp_path / "fake" / f"f{i}.nii.gz")
+    out = tmp_path / "report.json"
+    assert main(["evaluate", "--real", str(tmp_path / "real"), "--fake", str(tmp_path / "fake"),
+                 "--reference-pairs", "--out", str(out)]) == 0
+    printed = json.loads(capsys.readouterr().out.rsplit("report:", 1)[0])
+    report = json.loads(out.read_text())
+    assert printed["diversity_ratio"] == report["metrics"]["diversity_ratio"]["value"]
+    assert "random" in printed["feature_extractor"].lower()
+    assert report["paired"]["mean"]["psnr"] > 0
+    assert out.with_suffix(".png").stat().st_size > 10_000

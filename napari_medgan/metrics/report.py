@@ -406,3 +406,16 @@ def render_summary_png(real: Sequence, fake: Sequence, report: dict, top: int = 
     buf = io.BytesIO()
     fig.savefig(buf, format="png")
     return buf.getvalue()
+
+
+def summarize_report(report: dict) -> dict:
+    """The headline figures of a report (what the CLI and the demo print)."""
+    summary = {name: entry.get("value") for name, entry in report["metrics"].items()}
+    summary["feature_extractor"] = report["feature_extractor"].get("name")
+    memo = report["memorization"]
+    summary["memorized"] = f"{memo['n_flagged']}/{report['n_fake']} above {memo['threshold']} " \
+                           f"({memo['method']})"
+    if report.get("paired"):
+        summary["paired_mean"] = report["paired"]["mean"]
+    summary["data_range"] = report["data_range"]["value"]
+    return _json_safe(summary)
