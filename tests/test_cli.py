@@ -32,10 +32,11 @@ def test_train_then_generate(tmp_path, capsys):
     vol = load_volume(files[0])
     np.testing.assert_allclose(vol.spacing, geo["spacing"], atol=1e-4)
     np.testing.assert_allclose(vol.origin, geo["origin"], atol=1e-4)
-    # Same seed, same volumes.
+    # Same seed, same volumes (up to float rounding: a batch of 1 vs 3 runs other kernels).
     again = tmp_path / "again"
     main(["generate", str(run), "--n", "1", "--seed", "7", "--out", str(again)])
-    np.testing.assert_array_equal(load_volume(again / "synthetic_000.nii.gz").array, vol.array)
+    np.testing.assert_allclose(load_volume(again / "synthetic_000.nii.gz").array, vol.array,
+                               rtol=1e-5, atol=1e-4)
 
 
 def test_conditional_generate_runs_on_a_whole_volume(tmp_path):

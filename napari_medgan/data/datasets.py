@@ -1,0 +1,425 @@
+"""Training data for every task: volumes in, random (condition, image) patch batches out.
+
+Batches are ``(B, C, D, H, W)`` float32 tensors (``D, H, W`` = the numpy
+``(z, y, x)`` axes of the volumes). Channel layout per task (``K`` = number of
+classes, one-hot channels are exactly 0 or 1, the generator softmaxes them):
+
+=============  =====================================  ===========================
+task           ``"image"``                            ``"condition"``
+=============  =====================================  ===========================
+synthesis      image (1)                              --
+joint          image, one-hot labels (1 + K)          --
+label2image    image (1)                              one-hot labels (K)
+translate      target modality (1)                    source modality (1)
+denoise        image (1)                              image + Gaussian noise (1)
+superres       image (1)                              avg-pooled, re-upsampled (1)
+inpaint        image (1)                              image with box zeroed, mask (2)
+=============  =====================================  ===========================
+
+Degradations follow the usual paired-training recipes: pix2pix (Isola et al.
+2017, "Image-to-Image Translation with Conditional Adversarial Networks",
+CVPR) for paired conditions, SRGAN-style synthetic low-resolution inputs
+(Ledig et al. 2017) and context-encoder boxes (Pathak et al. 2016).
+Foreground-weighted crops follow nnU-Net's oversampling of foreground patches
+(Isensee et al. 2021, Nature Methods 18).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from napari_medgan.io.volume import Volume
+
+CONDITIONAL_TASKS = ("label2image", "translate", "denoise", "superres", "inpaint")
+LABEL_TASKS = ("joint", "label2image")
+_MAX_FG_INDICES = 200_000  # a random subset is enough to pick crop centres from
+
+
+def one_hot(labels: torch.Tensor, num_classes: int) -> torch.Tensor:
+    """``(B, D, H, W)`` integer labels -> ``(B, K, D, H, W)`` float32 one-hot in {0, 1}."""
+    return F.one_hot(labels.long(), num_classes).permute(0, 4, 1, 2, 3).float()
+
+
+def degrade(task: str, image: torch.Tensor, model: Any, rng: np.random.Generator,
+            ) -> torch.Tensor:
+    """Condition for a restoration task from clean normalised images ``(B, 1, D, H, W)``.
+
+    ``denoise``: add Gaussian noise of ``model.noise_std`` (normalised units).
+    ``superres``: average-pool by ``model.superres_factor`` and upsample back
+    (trilinear), so input and output share a grid. ``inpaint``: zero a random box
+    of ``model.inpaint_fraction`` of each side and append the box mask, giving
+    ``(B, 2, D, H, W)`` (the layout inference uses: masked image, mask).
+    """
+    if task == "denoise":
+        noise = rng.standard_normal(tuple(image.shape)).astype(np.float32)
+        return image + float(model.noise_std) * torch.from_numpy(noise)
+    if task == "superres":
+        f = int(model.superres_factor)
+        low = F.avg_pool3d(image, kernel_size=f, stride=f, ceil_mode=True)
+        return F.interpolate(low, size=tuple(image.shape[2:]), mode="trilinear",
+                             align_corners=False)
+    if task == "inpaint":
+        mask = torch.zeros_like(image)
+        for b in range(image.shape[0]):
+            box = []
+            for n in image.shape[2:]:
+                edge = max(1, int(round(n * float(model.inpaint_fraction))))
+                start = int(rng.integers(0, n - edge + 1))
+                box.append(slice(start, start + edge))
+            mask[(b, 0, *box)] = 1.0
+        return torch.cat([image * (1.0 - mask), mask], dim=1)
+    raise ValueError(f"model.task: {task!r} has no degradation (expected denoise, superres, "
+                     "inpaint)")
+
+
+def condition_from_volume(task: str, volume: Volume | np.ndarray, run: Any, normalizer=None,
+                          rng: np.random.Generator | None = None,
+                          num_classes: int | None = None) -> torch.Tensor:
+    """Whole-volume condition ``(1, C, D, H, W)`` built with the training rules.
+
+    Parameters
+    ----------
+    task : str
+        A conditional task (see the module table).
+    volume : Volume or array (z, y, x)
+        ``label2image``: a label map; ``translate``: the source modality in
+        original units; ``denoise``/``superres``/``inpaint``: a *clean* image in
+        original units, degraded here (to check a model on data with a known
+        answer; a volume that is already degraded goes to inference as it is).
+    run : RunConfig or ModelConfig
+        Supplies ``noise_std``, ``superres_factor``, ``inpaint_fraction``, ``num_classes``.
+    normalizer : Normalizer
+        Intensity normaliser of the condition (not needed for ``label2image``).
+    rng : numpy Generator, optional
+        Noise and box position; a fixed ``default_rng(0)`` when None.
+    """
+    model = getattr(run, "model", run)
+    array = np.asarray(volume.array if isinstance(volume, Volume) else volume)
+    if array.ndim != 3:
+        raise ValueError(f"volume: expected a 3D array (z, y, x), got shape {array.shape}")
+    rng = np.random.default_rng(0) if rng is None else rng
+    if task == "label2image":
+        k = int(num_classes or model.num_classes)
+        labels = _as_labels(array, getattr(volume, "source", None) or "condition")
+        if k < 2 or labels.max() >= k:
+            raise ValueError(f"model.num_classes: labels go up to {int(labels.max())}, "
+                             f"num_classes is {k}")
+        return one_hot(torch.from_numpy(labels)[None], k)
+    if task not in CONDITIONAL_TASKS:
+        raise ValueError(f"model.task: {task!r} is unconditional; expected one of "
+                         f"{CONDITIONAL_TASKS}")
+    if normalizer is None:
+        raise ValueError(f"normalizer: task {task!r} needs the training intensity normaliser")
+    image = np.asarray(normalizer.forward(array.astype(np.float32)), dtype=np.float32)
+    tensor = torch.from_numpy(np.ascontiguousarray(image))[None, None]
+    return tensor if task == "translate" else degrade(task, tensor, model, rng)
+
+
+def _as_labels(array: np.ndarray, name: str) -> np.ndarray:
+    if array.dtype.kind == "f":
+        if not np.allclose(array, np.round(array)):
+            raise ValueError(f"{name}: label map has non-integer values")
+        array = np.round(array)
+    if array.size and array.min() < 0:
+        raise ValueError(f"{name}: label map has negative values ({array.min()})")
+    return array.astype(np.int64)
+
+
+def _pad_to(array: np.ndarray, size: int, value: float) -> tuple[np.ndarray, np.ndarray]:
+    """Pad each axis to at least ``size`` (centred); returns the array and pads-before (z, y, x)."""
+    before = np.array([max(0, size - n) // 2 for n in array.shape])
+    after = np.array([max(0, size - n) for n in array.shape]) - before
+    if not (before.any() or after.any()):
+        return array, before
+    return np.pad(array, list(zip(before, after)), constant_values=value), before
+
+
+class TrainingData:
+    """Normalised training volumes and the sampler of training batches.
+
+    Built by :func:`build_training_data`. Attributes: ``task``,
+    ``patch_size``, ``num_classes`` (0 when the task has no labels),
+    ``image_channels``, ``condition_channels`` (0 for unconditional tasks),
+    ``normalizer`` (of the images, or the *sources* for translate),
+    ``target_normalizer`` (translate only, else None), ``reference`` (geometry
+    template: the first volume of what the generator produces, after
+    resampling and padding, in original units), ``volumes`` (normalised float32
+    ``(z, y, x)`` arrays of what the generator produces: images, or targets for
+    translate), ``label_arrays`` (label maps when given, also used to centre
+    crops on foreground), ``names``.
+    """
+
+    def __init__(self, task: str, model: Any, images: list[np.ndarray],
+                 labels: list[np.ndarray] | None, targets: list[np.ndarray] | None,
+                 normalizer, target_normalizer, reference: Volume, num_classes: int,
+                 foreground_fraction: float, names: list[str]) -> None:
+        self.task, self.model = task, model
+        self.patch_size = int(model.patch_size)
+        self.normalizer, self.target_normalizer = normalizer, target_normalizer
+        self.reference, self.num_classes, self.names = reference, int(num_classes), names
+        self.foreground_fraction = float(foreground_fraction)
+        self._images, self._labels, self._targets = images, labels, targets
+        self.image_channels = 1 + (self.num_classes if task == "joint" else 0)
+        self.condition_channels = {"label2image": self.num_classes, "inpaint": 2}.get(
+            task, 1 if task in CONDITIONAL_TASKS else 0)
+        pick = np.random.default_rng(0)
+        self._foreground = []
+        for i, image in enumerate(images):
+            if labels is not None:
+                mask = labels[i] > 0
+            else:  # above 10% of the robust intensity range: tissue, not air or padding
+                lo, hi = np.percentile(image, [1, 99])
+                mask = image > lo + 0.1 * (hi - lo)
+            idx = np.flatnonzero(mask)
+            if idx.size > _MAX_FG_INDICES:
+                idx = np.sort(pick.choice(idx, _MAX_FG_INDICES, replace=False))
+            self._foreground.append(idx)
+
+    def __len__(self) -> int:
+        return len(self._images)
+
+    @property
+    def conditional(self) -> bool:
+        return self.task in CONDITIONAL_TASKS
+
+    @property
+    def volumes(self) -> list[np.ndarray]:
+        return self._targets if self.task == "translate" else self._images
+
+    @property
+    def label_arrays(self) -> list[np.ndarray] | None:
+        """Integer label maps ``(z, y, x)`` aligned with :attr:`volumes` (padded), or None."""
+        return self._labels
+
+    def _crop_starts(self, i: int, rng: np.random.Generator) -> tuple[int, int, int]:
+        shape, p = np.array(self._images[i].shape), self.patch_size
+        fg = self._foreground[i]
+        if fg.size and rng.random() < self.foreground_fraction:
+            centre = np.array(np.unravel_index(fg[rng.integers(fg.size)], shape))
+            start = np.clip(centre - p // 2, 0, shape - p)
+        else:
+            start = np.array([rng.integers(0, n - p + 1) for n in shape])
+        return tuple(int(s) for s in start)  # type: ignore[return-value]
+
+    def sample_batch(self, batch_size: int, rng: np.random.Generator) -> dict[str, torch.Tensor]:
+        """Random patches: ``{"image": (B, C, P, P, P)}`` plus ``"condition"`` when conditional.
+
+        Each sample picks a volume uniformly, then a crop whose centre is a
+        foreground voxel with probability ``foreground_fraction`` (labels > 0,
+        else intensity above 10% of the robust range), else a uniform crop.
+        """
+        if int(batch_size) < 1:
+            raise ValueError(f"batch_size: expected >= 1, got {batch_size!r}")
+        p = self.patch_size
+        imgs, labs, tgts = [], [], []
+        for _ in range(int(batch_size)):
+            i = int(rng.integers(len(self._images)))
+            z, y, x = self._crop_starts(i, rng)
+            window = (slice(z, z + p), slice(y, y + p), slice(x, x + p))
+            imgs.append(self._images[i][window])
+            if self._labels is not None:
+                labs.append(self._labels[i][window])
+            if self._targets is not None:
+                tgts.append(self._targets[i][window])
+        image = torch.from_numpy(np.stack(imgs)[:, None].astype(np.float32))
+        labels = torch.from_numpy(np.stack(labs)) if labs else None
+        if self.task == "synthesis":
+            return {"image": image}
+        if self.task == "joint":
+            return {"image": torch.cat([image, one_hot(labels, self.num_classes)], 1)}
+        if self.task == "label2image":
+            return {"image": image, "condition": one_hot(labels, self.num_classes)}
+        if self.task == "translate":
+            target = torch.from_numpy(np.stack(tgts)[:, None].astype(np.float32))
+            return {"image": target, "condition": image}
+        return {"image": image, "condition": degrade(self.task, image, self.model, rng)}
+
+    def preview_conditions(self, n: int, rng: np.random.Generator | None = None,
+                           ) -> torch.Tensor | None:
+        """A fixed ``(n, C, P, P, P)`` condition batch (same ``rng`` seed, same batch); None if
+        the task is unconditional."""
+        if not self.conditional:
+            return None
+        return self.sample_batch(n, np.random.default_rng(0) if rng is None else rng)["condition"]
+
+    def make_condition(self, volume: Volume | np.ndarray,
+                       rng: np.random.Generator | None = None) -> torch.Tensor:
+        """Whole-volume condition ``(1, C, D, H, W)``; see :func:`condition_from_volume`."""
+        return condition_from_volume(self.task, volume, self.model, self.normalizer, rng,
+                                     self.num_classes or None)
+
+
+def _paths(field: str, path: str) -> list[Path]:
+    from napari_medgan.io import list_volume_files
+
+    p = Path(path).expanduser()
+    if not p.exists():
+        raise FileNotFoundError(f"{field}: {p} does not exist")
+    files = list_volume_files(p) if p.is_dir() else [p]
+    if not files:
+        raise ValueError(f"{field}: no volumes found in {p}")
+    return files
+
+
+def _match(field: str, images: list[Path], others: list[Path]) -> list[Path]:
+    """Pair files with the images: by name stem (``case1`` <- ``case1``/``case1_seg``), else
+    by sorted order when the counts agree."""
+    from napari_medgan.io import volume_stem
+
+    stems = {volume_stem(o): o for o in others}
+    paired = []
+    for img in images:
+        s = volume_stem(img)
+        hits = [o for st, o in stems.items() if st == s] or [
+            o for st, o in stems.items() if st.startswith(s + "_") or st.startswith(s + "-")]
+        paired.append(hits[0] if len(hits) == 1 else None)
+    if all(p is not None for p in paired) and len(set(paired)) == len(paired):
+        return paired  # type: ignore[return-value]
+    if len(others) == len(images):
+        return list(others)
+    raise ValueError(f"{field}: {len(others)} volumes cannot be paired with {len(images)} images "
+                     "(name them like the images, e.g. case1 -> case1_seg, or give as many)")
+
+
+def _load_sources(run: Any) -> tuple[list[Volume], list[Volume] | None, list[Volume] | None]:
+    from napari_medgan.io import load_volume
+
+    data, task = run.data, run.model.task
+    if data.source == "phantom":
+        from napari_medgan.data.phantom import fit_spacing, make_phantom_set
+
+        shape = (int(data.phantom_size),) * 3
+        pairs = make_phantom_set(data.phantom_count, shape, fit_spacing(shape), run.train.seed,
+                                 data.phantom_modality)
+        targets = None
+        if task == "translate":
+            other = "ct" if data.phantom_modality == "mr" else "mr"
+            targets = [img for img, _ in make_phantom_set(data.phantom_count, shape,
+                                                           fit_spacing(shape), run.train.seed,
+                                                           other)]
+        return [img for img, _ in pairs], [lab for _, lab in pairs], targets
+    image_paths = _paths("data.source", data.source)
+    images = [load_volume(p, is_label=False) for p in image_paths]
+    labels = targets = None
+    if data.labels and task in LABEL_TASKS:
+        paths = _match("data.labels", image_paths, _paths("data.labels", data.labels))
+        labels = [load_volume(p, is_label=True) for p in paths]
+    if data.target and task == "translate":
+        paths = _match("data.target", image_paths, _paths("data.target", data.target))
+        targets = [load_volume(p, is_label=False) for p in paths]
+    return images, labels, targets
+
+
+def _check_paired(field: str, images: list[Volume], others: list[Volume]) -> None:
+    if len(others) != len(images):
+        raise ValueError(f"{field}: got {len(others)} volumes for {len(images)} images")
+    for img, other in zip(images, others):
+        if other.shape != img.shape:
+            raise ValueError(f"{field}: {other.source or 'volume'} has shape {other.shape} but "
+                             f"image {img.source or 'volume'} has shape {img.shape} (z, y, x)")
+
+
+def build_training_data(run: Any, images: list[Volume] | None = None,
+                        labels: list[Volume] | None = None,
+                        targets: list[Volume] | None = None) -> TrainingData:
+    """Load, resample, normalise and pad the training volumes of ``run``.
+
+    Parameters
+    ----------
+    run : RunConfig
+        ``run.data`` says where volumes come from (``"phantom"``: the head
+        phantom distribution, ``phantom_count`` heads of ``phantom_size``^3 at
+        ``HEAD_FOV_MM / phantom_size`` mm with seeds from ``run.train.seed``;
+        else a folder or file, with ``labels``/``target`` folders or files
+        paired by name stem or sorted order); ``run.model`` the task and patch.
+    images, labels, targets : list of Volume, optional
+        Volumes handed in directly (e.g. napari layers); used instead of
+        ``run.data.source`` when ``images`` is given.
+
+    Raises
+    ------
+    ValueError
+        Missing labels/targets for the task, unpaired or mismatched shapes
+        (naming both volumes), labels beyond ``model.num_classes``.
+    FileNotFoundError
+        ``data.source`` / ``data.labels`` / ``data.target`` does not exist.
+    """
+    from napari_medgan.io import fit_normalizer, resample_to_spacing
+
+    data, model = run.data, run.model
+    task = model.task
+    if images is not None:
+        images = list(images)
+        if not images:
+            raise ValueError("images: expected at least one volume, got an empty list")
+        labels = list(labels) if labels is not None else None
+        targets = list(targets) if targets is not None else None
+        field_l, field_t = "labels", "targets"
+    else:
+        images, labels, targets = _load_sources(run)
+        field_l, field_t = "data.labels", "data.target"
+    if task in LABEL_TASKS and labels is None:
+        raise ValueError(f"{field_l}: task {task!r} needs label maps paired with the images "
+                         "(set data.labels, or use data.source 'phantom')")
+    if task == "translate" and targets is None:
+        raise ValueError(f"{field_t}: task 'translate' needs target volumes paired with the "
+                         "images (set data.target, or use data.source 'phantom')")
+    # labels given to other tasks still steer the crops towards foreground
+    targets = targets if task == "translate" else None
+    for field, others in ((field_l, labels), (field_t, targets)):
+        if others is not None:
+            _check_paired(field, images, others)
+    if data.spacing is not None:
+        images = [resample_to_spacing(v, data.spacing) for v in images]
+        labels = labels and [resample_to_spacing(v.with_array(v.array, is_label=True),
+                                                 data.spacing) for v in labels]
+        targets = targets and [resample_to_spacing(v, data.spacing) for v in targets]
+
+    num_classes = 0
+    label_arrays = None
+    if labels is not None:
+        label_arrays = [_as_labels(np.asarray(v.array), v.source or f"labels[{i}]")
+                        for i, v in enumerate(labels)]
+        top = max(int(a.max()) for a in label_arrays)
+        dtype = np.uint8 if top < 256 else np.int32  # one-hot casts per batch
+        label_arrays = [a.astype(dtype) for a in label_arrays]
+    if label_arrays is not None and task in LABEL_TASKS:
+        num_classes = int(model.num_classes) or top + 1
+        if top >= num_classes:
+            raise ValueError(f"model.num_classes: labels go up to {top} but num_classes is "
+                             f"{num_classes}")
+        if num_classes < 2:
+            raise ValueError(f"{field_l}: label maps contain only background (0)")
+
+    normalizer = fit_normalizer(data.preset, [v.array for v in images])
+    target_normalizer = None
+    if targets is not None:
+        # phantom targets know their modality, and "ct"/"mr" are also preset names
+        phantom = targets[0].meta.get("phantom") or {}
+        preset = data.target_preset or phantom.get("modality") or data.preset
+        target_normalizer = fit_normalizer(preset, [v.array for v in targets])
+
+    p = int(model.patch_size)
+
+    def prepare(vol: Volume, norm) -> tuple[np.ndarray, np.ndarray]:
+        arr = np.asarray(norm.forward(np.asarray(vol.array, dtype=np.float32)), dtype=np.float32)
+        return _pad_to(arr, p, float(arr.min()))  # background of the normalised volume
+
+    norm_images, pads = zip(*(prepare(v, normalizer) for v in images))
+    norm_targets = [prepare(v, target_normalizer)[0] for v in targets] if targets else None
+    if label_arrays is not None:
+        label_arrays = [_pad_to(a, p, 0)[0] for a in label_arrays]
+    first = targets[0] if targets else images[0]
+    first_norm = norm_targets[0] if targets else norm_images[0]
+    shift = first.direction @ (first.spacing * pads[0][::-1])  # pads are (z, y, x)
+    reference = first.with_array(
+        np.asarray((target_normalizer or normalizer).inverse(first_norm), dtype=np.float32),
+        origin=first.origin - shift, is_label=False)
+    return TrainingData(task, model, list(norm_images), label_arrays, norm_targets, normalizer,
+                        target_normalizer, reference, num_classes, data.foreground_fraction,
+                        [v.source or f"volume_{i}" for i, v in enumerate(images)])

@@ -1,0 +1,219 @@
+"""Training data: every task's batch layout, crops, padding, sources and bad settings."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from napari_medgan.config import DataConfig, ModelConfig, RunConfig, TrainConfig
+from napari_medgan.data.datasets import build_training_data, condition_from_volume
+from napari_medgan.data.phantom import make_head_phantom
+from napari_medgan.io import Volume, fit_normalizer, save_volume
+
+TASKS = {  # task -> (model, image channels, condition channels) with the 8 phantom labels
+    "synthesis": ("dcgan3d", 1, 0),
+    "joint": ("dcgan3d", 9, 0),
+    "label2image": ("pix2pix3d", 1, 8),
+    "translate": ("pix2pix3d", 1, 1),
+    "denoise": ("pix2pix3d", 1, 1),
+    "superres": ("pix2pix3d", 1, 1),
+    "inpaint": ("pix2pix3d", 1, 2),
+}
+
+
+def make_run(task="synthesis", patch=16, source="phantom", size=32, **data) -> RunConfig:
+    return RunConfig(
+        data=DataConfig(source=source, phantom_count=3, phantom_size=size, **data),
+        model=ModelConfig(name=TASKS[task][0], task=task, patch_size=patch),
+        train=TrainConfig(seed=0),
+    )
+
+
+@pytest.mark.parametrize("patch", [16, 32])
+@pytest.mark.parametrize("task", list(TASKS))
+def test_every_task_batch_layout(task, patch):
+    _, img_c, cond_c = TASKS[task]
+    data = build_training_data(make_run(task, patch))
+    assert (data.image_channels, data.condition_channels) == (img_c, cond_c)
+    batch = data.sample_batch(3, np.random.default_rng(0))
+    assert batch["image"].shape == (3, img_c, patch, patch, patch)
+    assert batch["image"].dtype == torch.float32
+    assert batch["image"][:, 0].min() >= -1 and batch["image"][:, 0].max() <= 1
+    if cond_c:
+        assert batch["condition"].shape == (3, cond_c, patch, patch, patch)
+        assert batch["condition"].dtype == torch.float32
+        fixed = data.preview_conditions(2, np.random.default_rng(5))
+        assert torch.equal(fixed, data.preview_conditions(2, np.random.default_rng(5)))
+    else:
+        assert "condition" not in batch and data.preview_conditions(2) is None
+    assert len(data.volumes) == 3 and data.volumes[0].dtype == np.float32
+    assert data.reference.shape == data.volumes[0].shape
+
+
+def test_one_hot_channels_are_binary_and_exclusive():
+    data = build_training_data(make_run("joint"))
+    assert data.num_classes == 8
+    onehot = data.sample_batch(4, np.random.default_rng(1))["image"][:, 1:]
+    assert set(onehot.unique().tolist()) == {0.0, 1.0}
+    assert torch.all(onehot.sum(1) == 1)
+
+
+def test_labels_steer_crops_for_tasks_without_labels():
+    data = build_training_data(make_run("synthesis"))
+    assert data.num_classes == 0 and data.label_arrays is not None
+    assert data.label_arrays[0].dtype == np.uint8
+
+
+def test_condition_rules():
+    rng = np.random.default_rng(0)
+    inpaint = build_training_data(make_run("inpaint")).sample_batch(4, rng)
+    masked, mask = inpaint["condition"][:, 0], inpaint["condition"][:, 1]
+    assert set(mask.unique().tolist()) == {0.0, 1.0}
+    assert torch.all(masked[mask == 1] == 0)
+    assert torch.equal(masked[mask == 0], inpaint["image"][:, 0][mask == 0])
+    # box edge = inpaint_fraction (0.35) of 16 -> 6 voxels
+    assert torch.all(mask.sum(dim=(1, 2, 3)) == 6 ** 3)
+
+    noisy = build_training_data(make_run("denoise")).sample_batch(4, rng)
+    resid = (noisy["condition"] - noisy["image"]).std().item()
+    assert abs(resid - 0.15) < 0.02  # model.noise_std, normalised units
+
+    sr = build_training_data(make_run("superres")).sample_batch(4, rng)
+    pooled = torch.nn.functional.avg_pool3d(sr["image"], 2)
+    assert torch.allclose(torch.nn.functional.avg_pool3d(sr["condition"], 2), pooled, atol=0.35)
+    assert sr["condition"].diff(dim=-1).abs().mean() < sr["image"].diff(dim=-1).abs().mean()
+
+
+def test_translate_pairs_mr_source_with_ct_target():
+    data = build_training_data(make_run("translate", patch=32))
+    assert data.normalizer.preset == "mr" and data.target_normalizer.preset == "ct"
+    batch = data.sample_batch(1, np.random.default_rng(0))
+    hu = data.target_normalizer.inverse(batch["image"][0, 0])
+    assert hu.max() > 500  # the skull of the CT target
+    assert data.volumes is not None and data.reference.meta["phantom"]["modality"] == "ct"
+
+
+def test_foreground_crops_hit_foreground_more():
+    def fg_share(fraction):
+        run = make_run("joint", patch=16, size=64, foreground_fraction=fraction)
+        onehot = build_training_data(run).sample_batch(48, np.random.default_rng(0))["image"]
+        return 1 - onehot[:, 1].mean().item()  # channel 1 = background class
+
+    uniform, weighted = fg_share(0.0), fg_share(1.0)
+    assert weighted > uniform + 0.2, (uniform, weighted)
+
+
+def _small_volumes(shape=(10, 12, 20), count=2):
+    images, labels = [], []
+    for i in range(count):
+        img, lab = make_head_phantom(shape, spacing=(9.0, 9.0, 9.0), seed=i, modality="ct")
+        images.append(img)
+        labels.append(lab)
+    return images, labels
+
+
+def test_small_volumes_are_padded_and_geometry_kept():
+    images, labels = _small_volumes()
+    run = make_run("joint", preset="ct")
+    data = build_training_data(run, images=images, labels=labels)
+    assert data.volumes[0].shape == (16, 16, 20)
+    assert data.volumes[0][0].max() == -1  # padded slab = normalised background
+    batch = data.sample_batch(2, np.random.default_rng(0))
+    assert batch["image"].shape == (2, 9, 16, 16, 16)
+    # padding moved the origin by 3 (z) and 2 (y) voxels: old voxels keep their positions
+    ref = data.reference
+    assert ref.shape == (16, 16, 20)
+    np.testing.assert_allclose(ref.origin + ref.spacing * np.array([0, 2, 3]), images[0].origin)
+    hu = ref.array[3:13, 2:14, :]
+    np.testing.assert_allclose(hu, np.clip(images[0].array, -1000, 1000), atol=1e-3)
+
+
+def test_num_classes_from_config_and_too_small():
+    images, labels = _small_volumes()
+    run = make_run("label2image")
+    run.model.num_classes = 10
+    assert build_training_data(run, images=images, labels=labels).condition_channels == 10
+    run.model.num_classes = 4
+    with pytest.raises(ValueError, match="model.num_classes"):
+        build_training_data(run, images=images, labels=labels)
+
+
+@pytest.fixture
+def folder(tmp_path):
+    images, labels = _small_volumes(shape=(16, 16, 16), count=2)
+    for i, (img, lab) in enumerate(zip(images, labels)):
+        save_volume(img, tmp_path / "img" / f"case{i}.nii.gz")
+        save_volume(lab, tmp_path / "lab" / f"case{i}_seg.nii.gz")
+        save_volume(img.with_array(img.array * 0.5), tmp_path / "tgt" / f"other{i}.nii.gz")
+    return tmp_path
+
+
+def test_folder_source_with_labels_and_targets(folder):
+    run = make_run("label2image", source=str(folder / "img"), labels=str(folder / "lab"))
+    data = build_training_data(run)
+    assert len(data) == 2 and data.names[0].endswith("case0.nii.gz")
+    assert data.num_classes == 8
+    batch = data.sample_batch(2, np.random.default_rng(0))
+    assert batch["condition"].shape == (2, 8, 16, 16, 16)
+
+    run = make_run("translate", source=str(folder / "img"), target=str(folder / "tgt"))
+    data = build_training_data(run)  # paired by sorted order: names differ
+    assert data.target_normalizer is not None and len(data.volumes) == 2
+
+
+def test_single_file_source_and_resampling(folder):
+    run = make_run("synthesis", source=str(folder / "img" / "case1.nii.gz"), spacing=(4.5,) * 3)
+    data = build_training_data(run)
+    assert len(data) == 1
+    np.testing.assert_allclose(data.reference.spacing, 4.5)
+    assert data.volumes[0].shape == (32, 32, 32)  # 16 voxels of 9 mm -> 32 of 4.5 mm
+
+
+def test_condition_from_whole_volume():
+    run = make_run("superres")
+    img, lab = make_head_phantom((20, 24, 28), seed=1)
+    norm = fit_normalizer("mr", [img.array])
+    cond = condition_from_volume("superres", img, run, norm)
+    assert cond.shape == (1, 1, 20, 24, 28)
+    a = condition_from_volume("denoise", img, run, norm, np.random.default_rng(3))
+    b = condition_from_volume("denoise", img, run, norm, np.random.default_rng(3))
+    assert torch.equal(a, b)
+    assert condition_from_volume("inpaint", img, run, norm).shape == (1, 2, 20, 24, 28)
+    onehot = condition_from_volume("label2image", lab, run, num_classes=8)
+    assert onehot.shape == (1, 8, 20, 24, 28)
+    data = build_training_data(make_run("label2image"))
+    assert data.make_condition(lab).shape == (1, 8, 20, 24, 28)
+
+
+@pytest.mark.parametrize("task, kwargs, exc, match", [
+    ("label2image", {"source": "IMG"}, ValueError, "data.labels"),
+    ("translate", {"source": "IMG"}, ValueError, "data.target"),
+    ("synthesis", {"source": "MISSING"}, FileNotFoundError, "data.source"),
+    ("label2image", {"source": "IMG", "labels": "MISSING"}, FileNotFoundError, "data.labels"),
+])
+def test_bad_settings_name_the_field(folder, task, kwargs, exc, match):
+    paths = {"IMG": str(folder / "img"), "MISSING": str(folder / "nope")}
+    run = make_run(task, **{k: paths[v] for k, v in kwargs.items()})
+    with pytest.raises(exc, match=match):
+        build_training_data(run)
+
+
+def test_mismatched_shapes_name_both_volumes():
+    images, labels = _small_volumes()
+    labels[1] = Volume(np.zeros((8, 8, 8), np.uint8), is_label=True, source="seg_b.nii.gz")
+    images[1].source = "img_b.nii.gz"
+    with pytest.raises(ValueError, match=r"seg_b\.nii\.gz.*img_b\.nii\.gz"):
+        build_training_data(make_run("joint"), images=images, labels=labels)
+    with pytest.raises(ValueError, match="labels: got 1 volumes for 2 images"):
+        build_training_data(make_run("joint"), images=images, labels=labels[:1])
+
+
+def test_bad_calls():
+    data = build_training_data(make_run("synthesis"))
+    with pytest.raises(ValueError, match="batch_size"):
+        data.sample_batch(0, np.random.default_rng(0))
+    with pytest.raises(ValueError, match="model.task"):
+        condition_from_volume("synthesis", np.zeros((4, 4, 4)), make_run())
+    with pytest.raises(ValueError, match="images"):
+        build_training_data(make_run(), images=[])
