@@ -21,7 +21,7 @@ test: setup
 	$(PY) -m pytest -v
 
 bench: setup
-	$(PY) benchmarks/train_throughput.py
+	$(PY) benchmarks/train_throughput.py --quick
 
 clean:
 	rm -rf $(VENV) runs build *.egg-info

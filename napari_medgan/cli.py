@@ -117,6 +117,10 @@ def build_parser() -> argparse.ArgumentParser:
                         "conv net), 'train' (trained on the real set), or a .safetensors file")
     e.add_argument("--seed", type=int, default=0, help="seed for sub-sampling and features")
 
+    from napari_medgan.export import add_export_parser
+
+    add_export_parser(sub)
+
     d = sub.add_parser("demo", help="the main job: train on the phantom, synthesize, compare")
     d.add_argument("--out", type=Path, default=Path("runs/demo"))
     d.add_argument("--steps", type=int, default=None, help="override the demo's step count")
@@ -261,8 +265,14 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_export(args: argparse.Namespace) -> int:
+    from napari_medgan.export import cmd_export_dataset
+
+    return cmd_export_dataset(args)
+
+
 COMMANDS = {"train": cmd_train, "generate": cmd_generate, "evaluate": cmd_evaluate,
-            "demo": cmd_demo}
+            "export-dataset": cmd_export, "demo": cmd_demo}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -12,6 +12,15 @@ CORE_MODULES = [
     "napari_medgan.training",
     "napari_medgan.metrics",
     "napari_medgan.cli",
+    "napari_medgan.export",
+    "napari_medgan.study",
+    "napari_medgan.demo",
+    "napari_medgan.visualize",
+    "napari_medgan.training.trainer",
+    "napari_medgan.training.inference",
+    "napari_medgan.metrics.report",
+    "napari_medgan.data.datasets",
+    "napari_medgan.io.readers",
 ]
 
 

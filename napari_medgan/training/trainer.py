@@ -220,17 +220,20 @@ class Trainer:
             r1_penalty,
         )
 
-        # ---- discriminator: one forward over real and fake together (one DDP pass)
-        with torch.no_grad(), autocast(self.device, self.amp_dtype):
+        # One generator forward serves both updates (as in DCGAN and pix2pix): D learns on
+        # fake.detach(), then G's loss goes through the freshly updated D.
+        with autocast(self.device, self.amp_dtype):
             fake = self.G(cond if cond is not None else self._latent(real.shape[0]))
-        fake = fake.float()
         real_in = real if cond is None else torch.cat([cond, real], 1)
-        fake_in = fake if cond is None else torch.cat([cond, fake], 1)
-        both = self._augment(torch.cat([real_in, fake_in], 0))
+
+        def with_cond(x: torch.Tensor) -> torch.Tensor:
+            return x if cond is None else torch.cat([cond, x], 1)
+
+        # ---- discriminator: one forward over real and fake together (one DDP pass)
+        both = self._augment(torch.cat([real_in, with_cond(fake.detach().float())], 0))
         do_r1 = cfg.r1_gamma > 0 and self.step % cfg.r1_every == 0
         if do_r1:
             both = both.detach().requires_grad_(True)
-        self.D.requires_grad_(True)
         with autocast(self.device, self.amp_dtype):
             logits = self.D(both)
         logits = logits.float()
@@ -251,9 +254,7 @@ class Trainer:
         # ---- generator (D frozen, called unwrapped so its DDP reducer is not involved)
         d_module.requires_grad_(False)
         with autocast(self.device, self.amp_dtype):
-            fake = self.G(cond if cond is not None else self._latent(real.shape[0]))
-            fake_in = fake if cond is None else torch.cat([cond, fake], 1)
-            g_logits = d_module(self._augment(fake_in))
+            g_logits = d_module(self._augment(with_cond(fake)))
         loss_g = generator_loss(cfg.loss, g_logits.float())
         losses["G"] = loss_g.item()
         if cond is not None and cfg.l1_weight > 0:
