@@ -56,9 +56,11 @@ def run_demo(out: str | Path, steps: int | None = None, seed: int = 0) -> dict:
     for real in reals:
         save_volume(real, vol_dir / f"{real.source}.nii.gz")
 
+    real_labels = [data.reference.with_array(lab, is_label=True) for lab in data.label_arrays[:2]]
     rows = [(f"real {i}", v) for i, v in enumerate(reals[:2])]
     rows += [(f"synthetic {i}", v) for i, v in enumerate(images[:3])]
-    overlays = {len(rows) - 3 + i: lab for i, lab in enumerate(labels[:3])}
+    overlays = dict(enumerate(real_labels))
+    overlays.update({2 + i: lab for i, lab in enumerate(labels[:3])})
     picture = save_side_by_side(
         out / "side_by_side.png", rows, labels=overlays,
         title=f"head phantom: real vs synthetic ({summary.get('step')} steps, "

@@ -34,7 +34,8 @@ def save_side_by_side(path: str | Path, rows: list[tuple[str, Volume]],
     ``rows`` are ``(caption, volume)``; every row uses the same grey window
     (``window=(lo, hi)``, default the 1st-99th percentile over all rows) so
     real and synthetic volumes are comparable. ``labels`` maps a row index to
-    a label map drawn as a translucent overlay.
+    a label map, drawn in a fourth column (axial mid-slice) so it never hides
+    the image.
     """
     import matplotlib
 
@@ -46,23 +47,30 @@ def save_side_by_side(path: str | Path, rows: list[tuple[str, Volume]],
     if window is None:
         pooled = np.concatenate([np.asarray(v.array, np.float32).ravel()[::7] for _, v in rows])
         window = tuple(np.percentile(pooled, [1, 99]))
-    fig, axes = plt.subplots(len(rows), 3, figsize=(7.5, 2.5 * len(rows)), squeeze=False)
+    ncols = 4 if labels else 3
+    fig, axes = plt.subplots(len(rows), ncols, figsize=(2.5 * ncols, 2.5 * len(rows)),
+                             squeeze=False)
     for r, (caption, vol) in enumerate(rows):
-        lab_slices = mid_slices(labels[r]) if labels and r in labels else None
         for c, (plane, img, aspect) in enumerate(mid_slices(vol)):
-            ax = axes[r][c]
-            ax.imshow(img, cmap="gray", vmin=window[0], vmax=window[1], aspect=aspect,
-                      interpolation="nearest")
-            if lab_slices is not None:
-                lab = lab_slices[c][1]
-                ax.imshow(np.ma.masked_equal(lab, 0), cmap="tab10", alpha=0.35, aspect=aspect,
-                          vmin=0, vmax=9, interpolation="nearest")
+            axes[r][c].imshow(img, cmap="gray", vmin=window[0], vmax=window[1], aspect=aspect,
+                              interpolation="nearest")
+            if r == 0:
+                axes[r][c].set_title(plane, fontsize=10)
+        if labels:
+            ax = axes[r][3]
+            if r in labels:
+                _, lab, aspect = mid_slices(labels[r])[0]
+                ax.set_facecolor("black")
+                ax.imshow(np.ma.masked_equal(lab, 0), cmap="tab10", vmin=0, vmax=9,
+                          aspect=aspect, interpolation="nearest")
+            else:
+                ax.axis("off")
+            if r == 0:
+                ax.set_title("label map (axial)", fontsize=10)
+        axes[r][0].set_ylabel(caption, fontsize=9)
+        for ax in axes[r]:
             ax.set_xticks([])
             ax.set_yticks([])
-            if r == 0:
-                ax.set_title(plane, fontsize=10)
-            if c == 0:
-                ax.set_ylabel(caption, fontsize=9)
     if title:
         fig.suptitle(title, fontsize=10)
     fig.tight_layout()
