@@ -124,6 +124,8 @@ def build_parser() -> argparse.ArgumentParser:
     d = sub.add_parser("demo", help="the main job: train on the phantom, synthesize, compare")
     d.add_argument("--out", type=Path, default=Path("runs/demo"))
     d.add_argument("--steps", type=int, default=None, help="override the demo's step count")
+    d.add_argument("--budget", type=float, default=None,
+                   help="training wall-clock budget in seconds (default 220; 0 = no limit)")
     d.add_argument("--seed", type=int, default=0)
     return p
 
@@ -261,7 +263,10 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 def cmd_demo(args: argparse.Namespace) -> int:
     from napari_medgan.demo import run_demo
 
-    run_demo(args.out, steps=args.steps, seed=args.seed)
+    from napari_medgan.demo import DEMO_TRAIN_SECONDS
+
+    budget = DEMO_TRAIN_SECONDS if args.budget is None else args.budget
+    run_demo(args.out, steps=args.steps, seed=args.seed, budget_seconds=budget)
     return 0
 
 

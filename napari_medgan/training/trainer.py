@@ -144,16 +144,14 @@ class Trainer:
             source_ckpt.load_module("discriminator", self.D)
             source_ckpt.load_module("ema", self.ema)
             if run.resume:
-                from napari_medgan.training.checkpoint import restore_rng
+                from napari_medgan.training.rng import restore_rng
 
                 source_ckpt.load_optimizer("optim_g", self.opt_g)
                 source_ckpt.load_optimizer("optim_d", self.opt_d)
                 st = source_ckpt.state
                 self.step = int(st["step"])
                 self.divergences = int(st.get("divergences", 0))
-                restore_rng(st["rng"])
-                if "data_rng" in st:
-                    self.rng.bit_generator.state = st["data_rng"]
+                restore_rng(st["rng"], {"data": self.rng})
                 yield ev.MessageEvent(self.step, "info",
                                       f"resumed from {source_ckpt.path} at step {self.step}")
             else:
@@ -413,7 +411,7 @@ class Trainer:
         barrier()
 
     def _checkpoint_state(self) -> dict:
-        from napari_medgan.training.checkpoint import capture_rng
+        from napari_medgan.training.rng import capture_rng
 
         data = self.data
         ref = data.reference
@@ -423,8 +421,7 @@ class Trainer:
             "run_config": self.config.to_dict(),
             "step": self.step,
             "divergences": self.divergences,
-            "rng": capture_rng(),
-            "data_rng": self.rng.bit_generator.state,
+            "rng": capture_rng({"data": self.rng}),
             "normalizer": data.normalizer.to_dict(),
             "target_normalizer": data.target_normalizer.to_dict() if data.target_normalizer else None,
             "geometry": {**ref.geometry_dict(), "shape": list(ref.shape)},

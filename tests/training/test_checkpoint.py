@@ -23,11 +23,10 @@ from napari_medgan.training.checkpoint import (
     Checkpoint,
     CheckpointError,
     CheckpointManager,
-    capture_rng,
     load_checkpoint,
-    restore_rng,
     save_checkpoint,
 )
+from napari_medgan.training.rng import capture_rng, restore_rng
 
 
 class Tiny(nn.Module):
