@@ -55,3 +55,11 @@ def test_yaml_errors_name_the_file_and_field(tmp_path):
         RunConfig.from_yaml(broken)
     with pytest.raises(FileNotFoundError, match="missing.yaml"):
         RunConfig.from_yaml(tmp_path / "missing.yaml")
+
+
+def test_shipped_example_config_is_valid():
+    from pathlib import Path
+
+    path = Path(__file__).parents[1] / "resources" / "example_config.yaml"
+    run = RunConfig.from_yaml(path)
+    assert run.model.name == "dcgan3d" and run.model.task == "joint"
