@@ -11,15 +11,22 @@ Needs a display; on a headless machine run it under a virtual one::
     xvfb-run -a .venv/bin/python benchmarks/ui_latency.py
 
 Writes ``benchmarks/results/ui_latency-<host>-<date>.json`` (with the hardware)
-and prints the worst gap during training, in ms, as the last line.
+and prints the worst gap during training, in ms, as the last line. The JSON also
+says, for the longest gaps, whether they fell in the run's setup or its steps, which
+GUI-thread work overlapped them (event handlers, plot draws, full garbage
+collections) and where the training thread was when the GUI got control back;
+"none" means no plugin work ran on the GUI thread (GIL or CPU contention).
+Under Xvfb, napari draws with software OpenGL, so every repaint costs CPU too.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import shutil
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 
@@ -35,10 +42,17 @@ class TickRecorder:
         from qtpy.QtCore import Qt, QTimer
 
         self.ticks: list[float] = []
+        self.worker_at: dict[float, str] = {}  # tick ending a long gap -> training code there
         self.timer = QTimer()
         self.timer.setTimerType(Qt.TimerType.PreciseTimer)
         self.timer.setInterval(interval_ms)
-        self.timer.timeout.connect(lambda: self.ticks.append(time.perf_counter()))
+        self.timer.timeout.connect(self._tick)
+
+    def _tick(self) -> None:
+        now = time.perf_counter()
+        if self.ticks and now - self.ticks[-1] > 0.06:
+            self.worker_at[now] = training_thread_code()
+        self.ticks.append(now)
 
     def record_until(self, done, timeout: float) -> dict:
         from qtpy.QtWidgets import QApplication
@@ -53,6 +67,20 @@ class TickRecorder:
         return summarize(np.diff(self.ticks) * 1000.0)
 
 
+def training_thread_code() -> str:
+    """Innermost package frames of the thread running the trainer (if any): after a long
+    gap, where the training thread was when the GUI thread got the GIL back."""
+    import traceback
+
+    for frame in sys._current_frames().values():
+        stack = traceback.extract_stack(frame)
+        if any(s.filename.endswith("trainer.py") for s in stack):
+            ours = [s for s in stack if "napari_medgan" in s.filename] or stack
+            return " < ".join(f"{Path(s.filename).name}:{s.lineno} {s.name}"
+                              for s in ours[::-1][:3])
+    return "(no training thread)"
+
+
 def summarize(gaps_ms: np.ndarray) -> dict:
     return {
         "ticks": int(gaps_ms.size),
@@ -64,15 +92,53 @@ def summarize(gaps_ms: np.ndarray) -> dict:
     }
 
 
-def timed(fn, store: dict):
-    """Wrap a slot to record how long it holds the GUI thread, per event type."""
+def timed(fn, store: dict, marks: list, label=None):
+    """Wrap a GUI-thread callable: its duration goes to ``store`` (per event type) and
+    ``(start, end, what)`` to ``marks``, to say what the longest gaps contained."""
 
-    def wrapper(event):
+    def wrapper(*args):
         t0 = time.perf_counter()
-        fn(event)
-        store.setdefault(type(event).__name__, []).append((time.perf_counter() - t0) * 1000)
+        out = fn(*args)
+        t1 = time.perf_counter()
+        what = label or type(args[0]).__name__
+        store.setdefault(what, []).append((t1 - t0) * 1000)
+        marks.append((t0, t1, what))
+        return out
 
     return wrapper
+
+
+def gc_marks(marks: list) -> None:
+    """Record Python's garbage collections (they hold the GIL, in whichever thread runs them)."""
+    import gc
+
+    started: dict[int, float] = {}
+
+    def callback(phase, info):
+        if phase == "start":
+            started[threading.get_ident()] = time.perf_counter()
+        else:
+            t0 = started.pop(threading.get_ident(), None)
+            if t0 is not None and info["generation"] == 2:
+                marks.append((t0, time.perf_counter(), "gc gen2"))
+
+    gc.callbacks.append(callback)
+
+
+def explain_gaps(ticks: list[float], marks: list, first_step: float | None,
+                 worker_at: dict, n: int = 8) -> list:
+    """The ``n`` longest gaps, each with the GUI-thread work that overlapped it."""
+    gaps = np.diff(ticks)
+    rows = []
+    for i in np.argsort(gaps)[::-1][:n]:
+        t0, t1 = ticks[i], ticks[i + 1]
+        inside = [f"{what} ({(b - a) * 1000:.0f} ms)" for a, b, what in sorted(marks)
+                  if a < t1 and b > t0]
+        phase = "setup" if first_step is None or t1 < first_step else "training"
+        rows.append({"gap_ms": round(float(gaps[i]) * 1000, 1), "phase": phase,
+                     "gui_work": inside or ["none (thread contention)"],
+                     "training_thread_after": worker_at.get(t1, "")})
+    return rows
 
 
 def main() -> None:
@@ -99,23 +165,35 @@ def main() -> None:
     widget.steps.setValue(args.steps)
     widget.preview_every.setValue(10)
     widget.device.setCurrentText("cpu")
-    widget.out.edit.setText(tempfile.mkdtemp(prefix="medgan-ui-latency-"))
+    run_dir = tempfile.mkdtemp(prefix="medgan-ui-latency-")
+    widget.out.edit.setText(run_dir)
 
     recorder = TickRecorder()
     recorder.record_until(lambda: False, 1.0)  # warm-up: first paints, plugin imports
     baseline = recorder.record_until(lambda: False, args.baseline_seconds)
 
     handler_ms: dict[str, list[float]] = {}
-    widget._on_event = timed(widget._on_event, handler_ms)
+    marks: list = []
+    gc_marks(marks)
+    widget._on_event = timed(widget._on_event, handler_ms, marks)
+    widget.plot.canvas.draw = timed(widget.plot.canvas.draw, handler_ms, marks, "plot draw")
+    widget._on_finished = timed(widget._on_finished, handler_ms, marks, "finished")
+
     steps: list[float] = []
+    first_step: list[float] = []
     t0 = time.perf_counter()
-    widget._on_start()
-    widget.run.worker.yielded.connect(
-        lambda e: steps.append(e.seconds) if type(e).__name__ == "StepEvent" else None)
+    widget._on_start()  # a click: its own latency is reported apart, as start_click_ms
+    start_click_ms = (time.perf_counter() - t0) * 1000
+    run = widget.run
+    def on_event(event):
+        if type(event).__name__ == "StepEvent":
+            steps.append(event.seconds)
+            first_step.append(time.perf_counter())
+
+
+    widget.run.worker.yielded.connect(on_event)
     training = recorder.record_until(lambda: widget.run is None, timeout=1800)
     wall = time.perf_counter() - t0
-
-    import torch
 
     info = describe_hardware("cpu")
     result = {
@@ -123,13 +201,20 @@ def main() -> None:
         "date": time.strftime("%Y-%m-%dT%H:%M:%S"),
         "settings": {"steps": args.steps, "patch": args.patch, "batch_size": widget.batch.value(),
                      "channels": widget.channels.value(), "preview_every": 10,
-                     "timer_interval_ms": 10, "torch_threads": torch.get_num_threads()},
+                     "timer_interval_ms": 10, "training_torch_threads": run.threads},
         "baseline": baseline,
         "training": training,
+        "start_click_ms": round(start_click_ms, 1),
         "training_wall_s": round(wall, 1),
         "median_step_s": round(float(np.median(steps)), 3) if steps else None,
         "plot_redraws": widget.plot.draws,
+        "longest_gaps": explain_gaps(recorder.ticks, marks,
+                                     first_step[0] if first_step else None,
+                                     recorder.worker_at),
+
         "handler_worst_ms": {k: round(max(v), 1) for k, v in handler_ms.items()},
+        "handler_median_ms": {k: round(float(np.median(v)), 1) for k, v in handler_ms.items()},
+        "preview_handler_ms": [round(v, 1) for v in handler_ms.get("PreviewEvent", [])],
         "hardware": info,
     }
     name = f"ui_latency-{hardware_slug(info, 'cpu')}-{time.strftime('%Y%m%d')}.json"
@@ -137,8 +222,10 @@ def main() -> None:
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(result, indent=2))
     viewer.close()
-    print(json.dumps({k: result[k] for k in ("settings", "baseline", "training",
-                                             "handler_worst_ms", "median_step_s")}, indent=2))
+    shutil.rmtree(run_dir, ignore_errors=True)
+    keys = ("settings", "baseline", "training", "handler_worst_ms", "handler_median_ms",
+            "preview_handler_ms", "start_click_ms", "longest_gaps", "median_step_s")
+    print(json.dumps({k: result[k] for k in keys}, indent=2))
     print(f"wrote {out}")
     print(f"worst UI gap: baseline {baseline['worst_gap_ms']} ms, "
           f"during training {training['worst_gap_ms']} ms (target < 100 ms)")

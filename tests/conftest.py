@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import atexit
 import os
+import shutil
 import tempfile
 
 import pytest
@@ -10,6 +12,7 @@ import pytest
 # Keep napari from writing to the user's settings (must happen before napari is imported).
 _SETTINGS_DIR = tempfile.mkdtemp(prefix="napari-medgan-tests-")
 os.environ.setdefault("NAPARI_CONFIG", os.path.join(_SETTINGS_DIR, "settings.yaml"))
+atexit.register(shutil.rmtree, _SETTINGS_DIR, ignore_errors=True)
 
 
 def pytest_collection_modifyitems(config, items):

@@ -72,8 +72,10 @@ def describe_device(device: torch.device) -> str:
 
 def release_memory(device: torch.device | None = None) -> None:
     """Return cached GPU memory to the driver (after a run ends or is stopped)."""
-    import gc
+    # Only worth a garbage collection when there is device memory to hand back: on the CPU a
+    # full collection in a napari process stalls the UI for a noticeable time.
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        import gc
 
-    gc.collect()
-    if torch.cuda.is_available():
+        gc.collect()
         torch.cuda.empty_cache()

@@ -335,7 +335,8 @@ class Trainer:
                 reason = "stopped"
             path = None
             for event in self._save("final"):
-                path = event.path
+                if event.kind == "final":
+                    path = event.path
                 yield event
             yield ev.DoneEvent(self.step, reason, path)
         finally:

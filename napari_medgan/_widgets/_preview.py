@@ -1,0 +1,67 @@
+"""The preview layers of "Train GAN": added hidden and empty when Start is clicked, then
+updated in place with each :class:`~napari_medgan.training.events.PreviewEvent`.
+
+Adding a layer costs napari 100-200 ms on a loaded 2-core machine (layer controls,
+vispy visual, layer list row); done at the first preview it would freeze the viewer
+mid-training (benchmarks/ui_latency.py), so it is done at the click instead.
+"""
+
+from __future__ import annotations
+
+from functools import partial
+
+import numpy as np
+from qtpy.QtCore import QTimer
+
+from napari_medgan._widgets._common import update_volume_layer
+
+PREVIEW = "GAN preview"
+PLACEHOLDER = "medgan_placeholder"  # metadata flag of a preview layer still waiting for data
+
+
+def add_placeholders(viewer, model) -> bool:
+    """Add the preview layers ``model`` will produce (hidden, zeros of the patch size).
+
+    Returns True when the viewer was empty: the camera then fits the placeholders, and
+    must be reset once the first preview gives them their real geometry.
+    """
+    fit_view = not len(viewer.layers)
+    names = {PREVIEW: False}
+    if model.task == "joint":
+        names[f"{PREVIEW} labels"] = True
+    elif model.conditional:
+        names[f"{PREVIEW} condition"] = model.task == "label2image"
+    shape = (model.patch_size,) * 3
+    for name, is_label in names.items():
+        if name not in viewer.layers:
+            add = viewer.add_labels if is_label else viewer.add_image
+            add(np.zeros(shape, np.uint8 if is_label else np.float32), name=name,
+                visible=False, metadata={PLACEHOLDER: True})
+    return fit_view
+
+
+def show_preview(viewer, event, fit_view: bool = False) -> None:
+    """Put the first sample of ``event`` into the preview layers (data, geometry, contrast).
+
+    A placeholder is shown on the next turn of the event loop, so its first draw does
+    not add to this handler's time.
+    """
+    pairs = [(event.volumes, PREVIEW), (event.labels, f"{PREVIEW} labels"),
+             (event.conditions, f"{PREVIEW} condition")]
+    for volumes, name in pairs:
+        if not volumes:
+            continue
+        waiting = name not in viewer.layers or viewer.layers[name].metadata.get(PLACEHOLDER)
+        layer = update_volume_layer(viewer, volumes[0], name, visible=False)
+        if not volumes[0].is_label:
+            layer.reset_contrast_limits()
+        if waiting:
+            layer.metadata = {k: v for k, v in layer.metadata.items() if k != PLACEHOLDER}
+            QTimer.singleShot(0, partial(setattr, layer, "visible", True))
+    if fit_view:
+        QTimer.singleShot(0, viewer.reset_view)
+
+
+def remove_placeholders(viewer) -> None:
+    for layer in [ly for ly in viewer.layers if ly.metadata.get(PLACEHOLDER)]:
+        viewer.layers.remove(layer)

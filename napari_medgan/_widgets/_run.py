@@ -1,0 +1,156 @@
+"""The training thread of "Train GAN": the trainer's own event iterator in a napari worker,
+stopped gracefully (final checkpoint, thread joined) however the run ends."""
+
+from __future__ import annotations
+
+import gc
+import threading
+
+from superqt.utils import GeneratorWorker
+
+
+class TrainingRun:
+    """One training run: the trainer, its worker, and a flag set when the thread leaves it."""
+
+    def __init__(self, trainer, total: int) -> None:
+        self.trainer, self.total, self.worker = trainer, total, None
+        self.started, self.finished = threading.Event(), threading.Event()
+        self.slots: list = []
+        self.threads: int | None = None  # torch threads of the training thread
+
+    def events(self):
+        """The worker's generator: the trainer's own event iterator, passed through."""
+        import torch
+
+        from napari_medgan.training import events as ev
+
+        self.started.set()
+        previous = _leave_a_core_for_the_gui(self.trainer.config.train.device)
+        self.threads = torch.get_num_threads()
+        _QuietGC.begin()
+        events, setting_up = self.trainer.run(), True
+        try:
+            for event in events:
+                yield event
+                if setting_up and isinstance(event, ev.StepEvent):
+                    setting_up = False
+                    _QuietGC.set_up()
+                elif isinstance(event, ev.CheckpointEvent):
+                    gc.freeze()  # the first save imports SciPy: long-lived too
+        finally:
+            events.close()
+            _QuietGC.end(setting_up)
+            if previous is not None:
+                torch.set_num_threads(previous)  # per thread (OpenMP): this pool thread only
+            self.finished.set()
+
+    def shutdown(self, timeout: float = 120.0) -> bool:
+        """Stop gracefully (the trainer writes a final checkpoint) and wait for the thread."""
+        for signal, slot in self.slots:  # the widget may be gone: deliver nothing more
+            try:
+                signal.disconnect(slot)
+            except (TypeError, RuntimeError):
+                pass
+        self.slots.clear()
+        self.trainer.stop()
+        if not self.started.is_set():  # queued but never ran: nothing to save
+            GeneratorWorker.quit(self.worker)
+            return True
+        return self.finished.wait(timeout)
+
+
+class TrainWorker(GeneratorWorker):
+    """napari calls ``quit()`` when its window closes (and ``await_workers`` at exit).
+    Aborting would abandon the generator mid-run, so stop the trainer instead and wait."""
+
+    handle: TrainingRun | None = None
+
+    def quit(self) -> None:
+        if self.handle is not None:
+            self.handle.shutdown()
+        else:
+            super().quit()
+
+
+class _QuietGC:
+    """Keep Python's cyclic garbage collector from freezing the viewer during training.
+
+    A full (generation 2) collection in a napari process scans ~400 000 objects and
+    holds the GIL for 150-250 ms; the training loop allocates enough to trigger several
+    per run, and its setup imports MONAI, SciPy and torch submodules (more objects).
+    So: freeze what exists (``gc.freeze`` is O(1) and only exempts existing objects),
+    pause automatic collection during setup, freeze again once set up, and give it all
+    back when the last run ends. Measured in benchmarks/ui_latency.py.
+    """
+
+    lock = threading.Lock()
+    runs = setting_up = 0
+    was_enabled = True
+
+    @classmethod
+    def begin(cls) -> None:
+        with cls.lock:
+            if cls.runs == 0:
+                cls.was_enabled = gc.isenabled()
+            cls.runs += 1
+            cls.setting_up += 1
+            gc.freeze()
+            gc.disable()
+
+    @classmethod
+    def set_up(cls) -> None:
+        with cls.lock:
+            cls.setting_up -= 1
+            gc.freeze()
+            if cls.setting_up == 0 and cls.was_enabled:
+                gc.enable()
+
+    @classmethod
+    def end(cls, setting_up: bool) -> None:
+        with cls.lock:
+            cls.runs -= 1
+            cls.setting_up -= int(setting_up)
+            if cls.setting_up == 0 and cls.was_enabled:
+                gc.enable()
+            if cls.runs == 0:
+                gc.unfreeze()
+
+
+def usable_cores() -> int:
+    import os
+
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (
+        os.cpu_count() or 1)
+
+
+def cpu_training_threads() -> int:
+    """Torch threads for CPU training in the viewer: one fewer than the cores, so the GUI
+    thread keeps one (on 2 cores, 2 torch threads made napari stall for 300 ms; see
+    benchmarks/ui_latency.py)."""
+    import torch
+
+    return max(1, min(torch.get_num_threads(), usable_cores() - 1))
+
+
+def _leave_a_core_for_the_gui(device: str) -> int | None:
+    """Apply :func:`cpu_training_threads` to this thread for CPU runs; return the previous
+    count to restore (OpenMP thread counts are per thread), or None."""
+    import torch
+
+    from napari_medgan.training.device import resolve_device
+
+    try:
+        if resolve_device(device).type != "cpu":
+            return None
+    except ValueError:
+        return None  # the trainer reports the bad device itself
+    previous = torch.get_num_threads()
+    torch.set_num_threads(cpu_training_threads())
+    return previous
+
+
+def shutdown_on_destroy(live: dict, *_) -> None:
+    """The widget is being destroyed (viewer closed): stop training, let the thread end."""
+    run = live.pop("run", None)
+    if run is not None and not run.finished.is_set():
+        run.shutdown()

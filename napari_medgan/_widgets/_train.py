@@ -1,0 +1,244 @@
+"""The "Train GAN" widget: a form over :class:`~napari_medgan.config.RunConfig` and the
+same :class:`~napari_medgan.training.trainer.Trainer` the CLI uses, run in a napari
+``thread_worker``. Events are turned into plot points, a preview layer updated in
+place, notifications and the remembered checkpoint -- all on the main thread."""
+
+from __future__ import annotations
+
+import time
+from functools import partial
+from pathlib import Path
+
+from qtpy.QtWidgets import QFormLayout, QHBoxLayout, QLabel, QPushButton, QVBoxLayout, QWidget
+
+from napari_medgan._widgets._common import (
+    PathPicker,
+    combo,
+    expected_errors,
+    follow_session,
+    lr_spin,
+    report_error,
+    session_for,
+    spin,
+)
+from napari_medgan._widgets._plot import LossPlot
+from napari_medgan._widgets._preview import add_placeholders, remove_placeholders, show_preview
+from napari_medgan._widgets._run import TrainingRun, TrainWorker, shutdown_on_destroy
+from napari_medgan.config import LOSSES, MODEL_TASKS, PRECISIONS, RunConfig
+
+START_FROM = ("scratch", "fine-tune from checkpoint", "resume run folder")
+
+
+class TrainWidget(QWidget):
+    """Configure, start, pause and stop a training run; plot losses, preview samples."""
+
+    def __init__(self, napari_viewer) -> None:
+        super().__init__()
+        self.viewer, self.session = napari_viewer, session_for(napari_viewer)
+        self.run: TrainingRun | None = None
+        self.checkpoint: str | None = None
+        self._fit_view = False
+        self._live: dict[str, TrainingRun] = {}  # for the destroyed hook, which can't hold self
+        self.destroyed.connect(partial(shutdown_on_destroy, self._live))
+        form = QFormLayout()
+        self.model = combo(MODEL_TASKS, self._on_model_changed)
+        self.task = combo((), self._on_task_changed)
+        self.loss = combo(LOSSES)
+        self.steps, self.batch = spin(1, 10**7, 2000), spin(1, 1024, 4)
+        self.channels, self.preview_every = spin(4, 1024, 32), spin(1, 10**6, 50)
+        self.lr_g, self.lr_d = lr_spin(2e-4), lr_spin(4e-4)
+        self.seed = spin(0, 2**31 - 1, 0)
+        self.device, self.precision = combo(_devices(), self._on_device_changed), combo(PRECISIONS)
+        self.device_info = QLabel()
+        self.out = PathPicker("dir", "auto: ~/napari-medgan-runs/<model>-<time>")
+        self.start_from = combo(START_FROM)
+        self.init_path = PathPicker("file_or_dir", "checkpoint or run folder")
+        self.data_info = QLabel()
+        for name, w in [("Data", self.data_info), ("Model", self.model), ("Task", self.task),
+                        ("Loss", self.loss), ("Steps", self.steps), ("Batch size", self.batch),
+                        ("Width (channels)", self.channels), ("lr G", self.lr_g),
+                        ("lr D", self.lr_d), ("Device", self.device), ("", self.device_info),
+                        ("Precision", self.precision), ("Seed", self.seed),
+                        ("Preview every", self.preview_every), ("Run folder", self.out),
+                        ("Start from", self.start_from), ("Checkpoint", self.init_path)]:
+            form.addRow(name, w)
+        self.start_btn, self.pause_btn, self.stop_btn = (QPushButton(t) for t in
+                                                         ("Start", "Pause", "Stop"))
+        self.start_btn.clicked.connect(self._on_start)
+        self.pause_btn.clicked.connect(self._on_pause)
+        self.stop_btn.clicked.connect(self._on_stop)
+        buttons = QHBoxLayout()
+        for b in (self.start_btn, self.pause_btn, self.stop_btn):
+            buttons.addWidget(b)
+        self.status = QLabel("idle")
+        self.status.setWordWrap(True)
+        from napari.utils.theme import get_theme
+
+        theme = get_theme(self.viewer.theme)
+        self.plot = LossPlot(background=theme.background.as_hex(),
+                             foreground=theme.text.as_hex())
+        layout = QVBoxLayout(self)
+        for part in (form, buttons):
+            layout.addLayout(part)
+        layout.addWidget(self.status)
+        layout.addWidget(self.plot)
+        layout.addStretch(1)
+        self.model.setCurrentText(self.session.model_name)
+        self._on_model_changed()
+        self._on_device_changed()
+        follow_session(self, self._on_session_changed)
+        self._on_session_changed("dataset")
+        self._set_running(False)
+
+    # ----------------------------------------------------------------- config
+    def build_run(self) -> RunConfig:
+        """The RunConfig the form describes (the dataset part comes from the session)."""
+        run = RunConfig()
+        run.model.name, run.model.task = self.model.currentText(), self.task.currentText()
+        run.model.channels = self.channels.value()
+        t = run.train
+        t.loss, t.steps = self.loss.currentText(), self.steps.value()
+        t.batch_size = self.batch.value()
+        t.lr_g, t.lr_d, t.seed = self.lr_g.value(), self.lr_d.value(), self.seed.value()
+        t.device, t.precision = self.device.currentText(), self.precision.currentText()
+        t.preview_every, t.preview_count = self.preview_every.value(), 1
+        t.checkpoint_every = max(t.checkpoint_every, t.preview_every)
+        start, path = self.start_from.currentIndex(), self.init_path.path()
+        if start and not path:
+            raise ValueError(f"{START_FROM[start]}: choose a checkpoint or run folder")
+        stamp = time.strftime("%Y%m%d-%H%M%S")
+        default = Path.home() / "napari-medgan-runs" / f"{run.model.name}-{stamp}"
+        run.out = path if start == 2 else (self.out.path() or str(default))
+        run.init, run.resume = (path if start == 1 else None), start == 2
+        return RunConfig.from_dict(run.to_dict())  # validates every field
+
+    # --------------------------------------------------------------- handlers
+    def _on_start(self) -> None:
+        if self.run is not None:
+            return
+        from napari.qt.threading import thread_worker
+
+        from napari_medgan.training.trainer import Trainer
+
+        try:
+            run = self.build_run()
+            volumes = self.session.dataset.apply(run, self.viewer)
+            run = RunConfig.from_dict(run.to_dict())
+        except expected_errors() as exc:
+            self.status.setText(report_error("Train GAN", exc))
+            return
+        self.out.edit.setText(run.out)
+        self.run = TrainingRun(Trainer(run, *volumes), run.train.steps)
+        make = thread_worker(self.run.events, worker_class=TrainWorker, start_thread=False,
+                             progress={"total": run.train.steps, "desc": "Training GAN"},
+                             connect={"errored": self._on_error})
+        worker = self.run.worker = make()
+        worker.handle = self.run
+        worker.yielded.connect(self._on_event)
+        worker.finished.connect(self._on_finished)
+        self.run.slots = [(worker.yielded, self._on_event), (worker.finished, self._on_finished),
+                          (worker.errored, self._on_error)]
+        self._live["run"] = self.run
+        self._fit_view = add_placeholders(self.viewer, run.model)
+        self.plot.clear()
+        self.status.setText(f"starting: {run.model.name}/{run.model.task} -> {run.out}")
+        self._set_running(True)
+        worker.start()
+
+    def _on_pause(self) -> None:
+        if self.run is None:
+            return
+        trainer = self.run.trainer
+        trainer.resume() if trainer.paused else trainer.pause()
+        self.pause_btn.setText("Resume" if trainer.paused else "Pause")
+        self.status.setText(f"paused at step {trainer.step}" if trainer.paused else "resumed")
+
+    def _on_stop(self) -> None:
+        if self.run is not None:
+            self.run.trainer.stop()
+            self.status.setText("stopping: finishing the step and writing a checkpoint...")
+
+    def _on_event(self, event) -> None:
+        from napari.utils.notifications import show_info, show_warning
+
+        from napari_medgan.training import events as ev
+
+        if isinstance(event, ev.StepEvent):
+            self.plot.add(event.step, event.losses)
+            pbar = getattr(self.run.worker, "pbar", None) if self.run else None
+            if pbar is not None and event.step > pbar.n:
+                pbar.update(event.step - pbar.n)
+            losses = "  ".join(f"{k} {v:.3g}" for k, v in event.losses.items() if k != "R1")
+            self.status.setText(f"step {event.step}/{event.total}  {losses}  "
+                                f"({event.seconds:.2f} s/step)")
+        elif isinstance(event, ev.PreviewEvent) and event.volumes:
+            show_preview(self.viewer, event, self._fit_view)
+            self._fit_view = False
+        elif isinstance(event, ev.CheckpointEvent) and event.kind != "best":
+            self.checkpoint = event.path
+        elif isinstance(event, ev.MessageEvent):
+            (show_warning if event.level == "warning" else show_info)(event.text)
+        elif isinstance(event, ev.DoneEvent):
+            # the final checkpoint (DoneEvent.checkpoint may name the "best" alias)
+            self.checkpoint = self.checkpoint or event.checkpoint
+            self.session.run_dir = str(self.run.trainer.out)
+            self.session.checkpoint = self.checkpoint
+            self.status.setText(f"{event.reason} at step {event.step}; "
+                                f"checkpoint {self.checkpoint}")
+            self.session.changed.emit("run")
+
+    def _on_error(self, exc: BaseException) -> None:
+        from napari_medgan.training.device import release_memory
+
+        self.status.setText(report_error("Training failed", exc))
+        release_memory()
+
+    def _on_finished(self) -> None:
+        self.run = None
+        self._live.pop("run", None)
+        remove_placeholders(self.viewer)  # those that never got a preview (error, early stop)
+        self.plot.redraw()
+        self._set_running(False)
+
+    def _set_running(self, running: bool) -> None:
+        self.start_btn.setEnabled(not running)
+        self.pause_btn.setEnabled(running)
+        self.stop_btn.setEnabled(running)
+        self.pause_btn.setText("Pause")
+
+    def _on_model_changed(self, *_) -> None:
+        self.task.clear()
+        self.task.addItems(MODEL_TASKS[self.model.currentText()])
+        if self.session.task in MODEL_TASKS[self.model.currentText()]:
+            self.task.setCurrentText(self.session.task)
+        self._on_task_changed()
+
+    def _on_task_changed(self, *_) -> None:
+        name, task = self.model.currentText(), self.task.currentText()
+        if task and (name, task) != (self.session.model_name, self.session.task):
+            self.session.model_name, self.session.task = name, task
+            self.session.changed.emit("model")
+
+    def _on_device_changed(self, *_) -> None:
+        from napari_medgan._widgets._run import cpu_training_threads, usable_cores
+        from napari_medgan.training.device import describe_device, resolve_device
+
+        try:
+            device = resolve_device(self.device.currentText())
+        except ValueError as exc:
+            self.device_info.setText(str(exc))
+            return
+        self.device_info.setText(
+            describe_device(device) if device.type != "cpu" else
+            f"CPU: {cpu_training_threads()} training thread(s) on {usable_cores()} core(s)")
+
+    def _on_session_changed(self, what: str) -> None:
+        if what == "dataset":
+            d = self.session.dataset
+            self.data_info.setText(f"{d.summary()}, patch {d.patch_size}^3")
+
+
+def _devices() -> list[str]:
+    import torch
+
+    return ["auto", "cpu"] + [f"cuda:{i}" for i in range(torch.cuda.device_count())]

@@ -1,0 +1,34 @@
+"""Fixtures for the widget tests: tiny datasets and runs (16^3 phantoms, a few steps)."""
+
+from __future__ import annotations
+
+import pytest
+
+
+@pytest.fixture
+def notifications():
+    """Every napari notification shown during the test."""
+    from napari.utils.notifications import notification_manager
+
+    seen: list = []
+    notification_manager.notification_ready.connect(seen.append)
+    yield seen
+    notification_manager.notification_ready.disconnect(seen.append)
+
+
+@pytest.fixture(scope="session")
+def trained_checkpoint(tmp_path_factory):
+    """Run folder of a 3-step dcgan3d run on 16^3 phantoms (the trainer the widget wraps)."""
+    from napari_medgan.config import DataConfig, ModelConfig, RunConfig, TrainConfig
+    from napari_medgan.training.trainer import Trainer
+
+    out = tmp_path_factory.mktemp("widget-run")
+    run = RunConfig(
+        data=DataConfig(source="phantom", phantom_count=2, phantom_size=16),
+        model=ModelConfig(patch_size=16, channels=8, latent_dim=16),
+        train=TrainConfig(steps=3, batch_size=2, device="cpu", preview_every=3),
+        out=str(out),
+    )
+    for _ in Trainer(run).run():
+        pass
+    return out

@@ -1,0 +1,157 @@
+"""The "Train GAN" widget drives the package's Trainer in a napari thread_worker."""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+from _widget_helpers import configure_tiny, error_messages
+
+from napari_medgan._widgets._common import session_for
+from napari_medgan._widgets._run import cpu_training_threads
+from napari_medgan.training import events as ev
+
+PLUGIN = "napari-medgan"
+
+
+def _open(viewer, name):
+    return viewer.window.add_plugin_dock_widget(PLUGIN, name)[1]
+
+
+def _wait_idle(qtbot, widget, timeout=60_000):
+    qtbot.waitUntil(lambda: widget.run is None, timeout=timeout)
+
+
+def _is_checkpoint(path) -> bool:
+    path = Path(path)
+    return (path / "state.json").is_file() and (path / "weights.safetensors").is_file()
+
+
+def test_importing_widgets_does_not_import_torch():
+    code = ("import sys, napari_medgan._widgets as w; w.TrainWidget; "
+            "print('torch' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "False"
+
+
+def test_widgets_open_by_manifest_name(make_napari_viewer):
+    from napari_medgan._widgets import DatasetWidget, SynthesizeWidget, TrainWidget
+
+    viewer = make_napari_viewer()
+    for name, cls in (("Dataset", DatasetWidget), ("Train GAN", TrainWidget),
+                      ("Synthesize & Compare", SynthesizeWidget)):
+        assert isinstance(_open(viewer, name), cls)
+
+
+def test_task_choices_follow_model(make_napari_viewer):
+    widget = _open(make_napari_viewer(), "Train GAN")
+    widget.model.setCurrentText("pix2pix3d")
+    tasks = [widget.task.itemText(i) for i in range(widget.task.count())]
+    assert tasks == ["label2image", "translate", "denoise", "superres", "inpaint"]
+    assert (widget.session.model_name, widget.session.task) == ("pix2pix3d", "label2image")
+    assert re.fullmatch(r"CPU: \d+ training thread\(s\) on \d+ core\(s\)",
+                        widget.device_info.text())
+
+
+def test_tiny_training_runs_to_the_end(make_napari_viewer, qtbot, tmp_path):
+    viewer = make_napari_viewer()
+    widget = _open(viewer, "Train GAN")
+    synth = _open(viewer, "Synthesize & Compare")
+    configure_tiny(widget, tmp_path / "run", steps=4, preview_every=2)
+    previews, kinds = [], []
+
+    def record(event):  # connected after the widget's own slot, so the layer is updated
+        kinds.append(type(event))
+        if isinstance(event, ev.PreviewEvent):
+            previews.append(np.array(viewer.layers["GAN preview"].data))
+
+    widget._on_start()
+    run = widget.run
+    assert run is not None and not widget.start_btn.isEnabled()
+    assert viewer.layers["GAN preview"].metadata["medgan_placeholder"]  # added at Start
+    run.worker.yielded.connect(record)
+    pbar = run.worker.pbar
+    _wait_idle(qtbot, widget)
+
+    assert kinds.count(ev.StepEvent) == 4 and kinds[-1] is ev.DoneEvent
+    assert len(previews) == 2
+    assert not np.allclose(previews[0], previews[-1])
+    preview = viewer.layers["GAN preview"]
+    assert preview.data.shape == (16, 16, 16)
+    assert _is_checkpoint(widget.checkpoint)
+    assert widget.session.checkpoint == widget.checkpoint
+    assert synth.checkpoint.path() == widget.checkpoint  # the next widget is ready to sample
+    assert "medgan_placeholder" not in preview.metadata and preview.visible
+    assert len(widget.plot.data["G"][0]) == 4 and widget.plot.draws >= 1
+    assert pbar.n == 4 and pbar.total == 4  # the activity dock counted steps, not events
+    assert run.threads == cpu_training_threads()  # one core left for the viewer
+    assert widget.start_btn.isEnabled() and not widget.stop_btn.isEnabled()
+
+
+def test_pause_resume_and_stop_mid_run(make_napari_viewer, qtbot, tmp_path):
+    widget = _open(make_napari_viewer(), "Train GAN")
+    configure_tiny(widget, tmp_path / "run", steps=1000, preview_every=1000)
+    done = []
+    widget._on_start()
+    worker = widget.run.worker
+    worker.yielded.connect(lambda e: done.append(e) if isinstance(e, ev.DoneEvent) else None)
+    qtbot.waitUntil(lambda: widget.run.trainer.step >= 1, timeout=60_000)
+    widget._on_pause()
+    assert widget.run.trainer.paused and widget.pause_btn.text() == "Resume"
+    widget._on_pause()
+    assert not widget.run.trainer.paused
+    widget._on_stop()
+    _wait_idle(qtbot, widget)
+    assert done and done[0].reason == "stopped" and done[0].step < 1000
+    assert _is_checkpoint(widget.checkpoint)
+
+
+def test_error_in_the_worker_is_one_notification_and_the_widget_recovers(
+        make_napari_viewer, qtbot, tmp_path, notifications):
+    widget = _open(make_napari_viewer(), "Train GAN")
+    configure_tiny(widget, tmp_path / "run", steps=2)
+    d = session_for(widget.viewer).dataset
+    d.source, d.folder = "folder", str(tmp_path / "missing")
+    widget._on_start()
+    _wait_idle(qtbot, widget)
+    errors = error_messages(notifications)
+    assert len(errors) == 1 and "missing" in errors[0] and "\n" not in errors[0]
+    assert "missing" in widget.status.text()
+    assert widget.start_btn.isEnabled()
+    assert "GAN preview" not in widget.viewer.layers  # the empty placeholder went too
+
+
+def test_bad_settings_are_reported_before_starting(make_napari_viewer, notifications):
+    widget = _open(make_napari_viewer(), "Train GAN")
+    widget.start_from.setCurrentIndex(1)  # fine-tune, but no checkpoint chosen
+    widget._on_start()
+    assert widget.run is None
+    assert any("fine-tune" in m for m in error_messages(notifications))
+
+
+def test_closing_the_viewer_stops_training_and_writes_a_checkpoint(
+        make_napari_viewer, qtbot, tmp_path):
+    viewer = make_napari_viewer()
+    widget = _open(viewer, "Train GAN")
+    configure_tiny(widget, tmp_path / "run", steps=1000, preview_every=1000)
+    widget._on_start()
+    run = widget.run
+    qtbot.waitUntil(lambda: run.trainer.step >= 1, timeout=60_000)
+    viewer.close()
+    assert run.finished.is_set()  # closing waited for the thread
+    assert run.trainer.step < 1000
+    assert _is_checkpoint(tmp_path / "run" / "checkpoints" / "final")
+
+
+def test_a_closed_dock_is_not_called_back_by_the_session(make_napari_viewer, qtbot):
+    viewer = make_napari_viewer()
+    dock, widget = viewer.window.add_plugin_dock_widget(PLUGIN, "Train GAN")
+    session = widget.session
+    viewer.window.remove_dock_widget(dock)  # napari unparents the widget; Qt deletes it
+    with qtbot.waitSignal(widget.destroyed, timeout=5000):
+        widget.deleteLater()
+    session.changed.emit("dataset")  # would raise on the deleted labels if still connected
+    assert len(session.changed) == 0
