@@ -1,8 +1,8 @@
 """Screenshots of the three widgets for docs/widgets.md and the README.
 
 Opens napari, loads a phantom head, opens "Dataset", "Train GAN" and
-"Synthesize & Compare", runs a short training and a synthesis, turns on the
-side-by-side grid, and saves the whole window to
+"Synthesize & Compare", runs a short training and a synthesis, computes the set
+metrics, turns on the side-by-side grid, and saves the whole window to
 ``resources/screenshots/{dataset,train,synthesize}.png``.
 
 Needs a display; on a headless machine run it under a virtual one::
@@ -124,14 +124,18 @@ def run_tour(viewer, out: Path, steps: int, run_dir: str) -> None:
     viewer.reset_view()
     save(viewer, out / "train.png")
 
-    # ---- Synthesize & Compare: samples next to a real head, same contrast, PSNR/SSIM
-    image, _ = make_head_phantom((32, 32, 32), seed=100, modality="mr")
-    add_volume_layer(viewer, image, "real head")
+    # ---- Synthesize & Compare: samples next to a real head, same contrast, PSNR/SSIM,
+    # and the set metrics of the three samples against two real heads
+    for seed, name in ((101, "real head 2"), (100, "real head")):
+        image, _ = make_head_phantom((32, 32, 32), seed=seed, modality="mr")
+        add_volume_layer(viewer, image, name)
     dock, sy = open_widget(viewer, "Synthesize & Compare", dock)
     sy.reference.set_layer("real head")
     sy.count.setValue(3)
     sy._on_synthesize()
     wait_for(lambda: sy.synthetic and sy.synth_btn.isEnabled())
+    sy.set_metrics._on_set_metrics()
+    wait_for(sy.set_metrics.metrics_btn.isEnabled)
     viewer.layers["GAN preview"].visible = False
     sy._on_side_by_side(True)
     viewer.reset_view()

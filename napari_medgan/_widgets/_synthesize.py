@@ -30,6 +30,7 @@ from napari_medgan._widgets._common import (
     session_for,
     spin,
 )
+from napari_medgan._widgets._set_metrics import SetMetricsWidget
 
 SYNTHETIC_KEY = "medgan_synthetic"
 
@@ -76,10 +77,12 @@ class SynthesizeWidget(QWidget):
         self.table.setFixedHeight(150)
         self.status = QLabel("")
         self.status.setWordWrap(True)
+        self.set_metrics = SetMetricsWidget(self)  # set metrics, nearest real, nnU-Net export
         layout = QVBoxLayout(self)
         layout.addLayout(form)
         layout.addLayout(buttons)
         layout.addWidget(self.table)
+        layout.addWidget(self.set_metrics)
         layout.addWidget(self.status)
         layout.addStretch(1)
         self.reset_choices()
@@ -137,6 +140,7 @@ class SynthesizeWidget(QWidget):
         path, loaded, volumes, rows = result
         self._on_loaded((path, loaded))
         self.synthetic = []
+        self.set_metrics.clear()  # its figures were for the previous set
         tag = {"checkpoint": str(loaded.path), "step": loaded.step, "seed": self.seed.value()}
         for vol in volumes:
             name = f"{vol.source} (step {loaded.step})"
@@ -150,16 +154,9 @@ class SynthesizeWidget(QWidget):
         self.status.setText(f"{len(volumes)} volume(s) from {loaded.path}")
 
     def _on_side_by_side(self, on: bool = True) -> None:
-        """Real reference and synthetic layers in napari's grid, with the real layer's
-        contrast limits and colormap (dims, hence the slice, are shared)."""
-        grid = getattr(getattr(self.viewer, "canvas", None), "grid", None) or self.viewer.grid
+        """Real reference and synthetic layers in napari's grid; off: back to one canvas."""
         if not on:
-            grid.enabled = False
-            self._set_checked(False)
-            for name in self._hidden:
-                if name in self.viewer.layers:
-                    self.viewer.layers[name].visible = True
-            self._hidden = []
+            self.leave_grid()
             return
         real = self.reference.layer_name()
         shown = [n for n in self.synthetic if n in self.viewer.layers]
@@ -168,6 +165,14 @@ class SynthesizeWidget(QWidget):
                 "choose a real reference layer and synthesize first")))
             self._set_checked(False)
             return
+        self.show_in_grid(real, shown)
+
+    def show_in_grid(self, real: str, shown: list[str]) -> None:
+        """Layer ``real`` (top left) and ``shown`` alone in napari's grid, with the real
+        layer's contrast limits and colormap (dims, hence the slice, are shared); the other
+        layers are hidden until :meth:`leave_grid`. Also used by "Show nearest real"."""
+        if self.side_btn.isChecked():
+            self.leave_grid()  # restore first, so the layers hidden before are not forgotten
         ref = self.viewer.layers[real]
         for name in shown:
             layer = self.viewer.layers[name]
@@ -177,8 +182,20 @@ class SynthesizeWidget(QWidget):
         for layer in self.viewer.layers:
             layer.visible = layer.name in keep
         self.viewer.layers.move(self.viewer.layers.index(ref), 0)  # first cell: top left
+        grid = self._grid()
         grid.stride, grid.enabled = 1, True
         self._set_checked(True)
+
+    def leave_grid(self) -> None:
+        self._grid().enabled = False
+        self._set_checked(False)
+        for name in self._hidden:
+            if name in self.viewer.layers:
+                self.viewer.layers[name].visible = True
+        self._hidden = []
+
+    def _grid(self):
+        return getattr(getattr(self.viewer, "canvas", None), "grid", None) or self.viewer.grid
 
     def _set_checked(self, on: bool) -> None:
         """Mirror the state on the button without re-entering the handler."""
