@@ -334,3 +334,28 @@ def lr_spin(value: float) -> QDoubleSpinBox:
     box.setSingleStep(1e-5)
     box.setValue(value)
     return box
+
+
+def button_row(*buttons) -> "QHBoxLayout":
+    """A horizontal row of buttons."""
+    row = QHBoxLayout()
+    for button in buttons:
+        row.addWidget(button)
+    return row
+
+
+def results_table(headers: list[str], stretch: int, height: int):
+    """A read-only table: the first ``stretch`` columns share the width, the rest fit
+    their contents; no row numbers; fixed height so the dock does not jump."""
+    from qtpy.QtWidgets import QHeaderView, QTableWidget
+
+    table = QTableWidget(0, len(headers))
+    table.setHorizontalHeaderLabels(headers)
+    header = table.horizontalHeader()
+    for column in range(len(headers)):
+        mode = QHeaderView.ResizeMode.Stretch if column < stretch else \
+            QHeaderView.ResizeMode.ResizeToContents
+        header.setSectionResizeMode(column, mode)
+    table.verticalHeader().setVisible(False)
+    table.setFixedHeight(height)
+    return table

@@ -17,22 +17,21 @@ from qtpy.QtWidgets import (
     QComboBox,
     QFileDialog,
     QFormLayout,
-    QHBoxLayout,
-    QHeaderView,
     QInputDialog,
     QLabel,
     QPushButton,
-    QTableWidget,
     QTableWidgetItem,
     QVBoxLayout,
     QWidget,
 )
 
 from napari_medgan._widgets._common import (
+    button_row,
     expected_errors,
     layer_kind,
     layer_to_volume,
     report_error,
+    results_table,
     run_in_thread,
 )
 from napari_medgan._widgets._dataset import PATCH
@@ -73,19 +72,9 @@ class SetMetricsWidget(QWidget):
         self.metrics_btn.clicked.connect(self._on_set_metrics)
         self.nearest_btn.clicked.connect(self._on_show_nearest)
         self.export_btn.clicked.connect(lambda: self._on_export())
-        buttons = QHBoxLayout()
-        for b in (self.metrics_btn, self.nearest_btn, self.export_btn):
-            buttons.addWidget(b)
-        self.table = QTableWidget(0, 4)
-        self.table.setHorizontalHeaderLabels(["synthetic layer", "nearest real", "NCC",
-                                              "memorized"])
-        header = self.table.horizontalHeader()
-        for column in (0, 1):
-            header.setSectionResizeMode(column, QHeaderView.ResizeMode.Stretch)
-        for column in (2, 3):
-            header.setSectionResizeMode(column, QHeaderView.ResizeMode.ResizeToContents)
-        self.table.verticalHeader().setVisible(False)
-        self.table.setFixedHeight(120)
+        buttons = button_row(self.metrics_btn, self.nearest_btn, self.export_btn)
+        self.table = results_table(["synthetic layer", "nearest real", "NCC", "memorized"],
+                                   stretch=2, height=120)
         layout = QVBoxLayout(self)
         layout.setContentsMargins(0, 0, 0, 0)
         layout.addLayout(buttons)

@@ -8,17 +8,15 @@ import math
 from qtpy.QtWidgets import (
     QFileDialog,
     QFormLayout,
-    QHBoxLayout,
-    QHeaderView,
     QLabel,
     QPushButton,
-    QTableWidget,
     QTableWidgetItem,
     QVBoxLayout,
     QWidget,
 )
 
 from napari_medgan._widgets._common import (
+    button_row,
     LayerCombo,
     PathPicker,
     add_volume_layer,
@@ -26,6 +24,7 @@ from napari_medgan._widgets._common import (
     follow_session,
     layer_to_volume,
     report_error,
+    results_table,
     run_in_thread,
     session_for,
     spin,
@@ -64,17 +63,9 @@ class SynthesizeWidget(QWidget):
         self.synth_btn.clicked.connect(self._on_synthesize)
         self.side_btn.toggled.connect(self._on_side_by_side)
         self.save_btn.clicked.connect(lambda: self._on_save())
-        buttons = QHBoxLayout()
-        for b in (self.synth_btn, self.side_btn, self.save_btn):
-            buttons.addWidget(b)
-        self.table = QTableWidget(0, 3)
-        self.table.setHorizontalHeaderLabels(["synthetic layer", "PSNR (dB)", "SSIM"])
-        header = self.table.horizontalHeader()
-        header.setSectionResizeMode(0, QHeaderView.ResizeMode.Stretch)
-        for column in (1, 2):
-            header.setSectionResizeMode(column, QHeaderView.ResizeMode.ResizeToContents)
-        self.table.verticalHeader().setVisible(False)
-        self.table.setFixedHeight(150)
+        buttons = button_row(self.synth_btn, self.side_btn, self.save_btn)
+        self.table = results_table(["synthetic layer", "PSNR (dB)", "SSIM"], stretch=1,
+                                   height=150)
         self.status = QLabel("")
         self.status.setWordWrap(True)
         self.set_metrics = SetMetricsWidget(self)  # set metrics, nearest real, nnU-Net export
