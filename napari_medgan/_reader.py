@@ -13,14 +13,8 @@ from typing import Any
 
 import numpy as np
 
-from napari_medgan.io.readers import (
-    DICOM_SUFFIX,
-    dicom_series_files,
-    is_supported_path,
-    load_volume,
-    volume_stem,
-    volume_suffix,
-)
+from napari_medgan.io.paths import DICOM_SUFFIX, is_supported_path, volume_stem, volume_suffix
+from napari_medgan.io.readers import dicom_series_files, load_volume
 from napari_medgan.io.volume import Volume
 
 #: Soft-tissue CT window (level 40, width 400 HU): shows brain, muscle and fat at once.

@@ -9,7 +9,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from napari_medgan.io.readers import volume_suffix
+from napari_medgan.io.paths import volume_suffix
 from napari_medgan.io.volume import Volume
 from napari_medgan.io.writers import save_volume
 

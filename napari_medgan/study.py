@@ -38,7 +38,7 @@ import numpy as np
 
 from napari_medgan import __version__
 from napari_medgan.io import Volume, atomic_write_text, list_volume_files, load_volume, volume_stem
-from napari_medgan.io.readers import LABEL_WORDS
+from napari_medgan.io.paths import LABEL_WORDS
 
 MODES = ("single", "2afc")
 ANSWERS = {"single": ("real", "synthetic"), "2afc": ("A", "B")}
