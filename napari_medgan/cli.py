@@ -210,7 +210,7 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 # ------------------------------------------------------------------------ generate
 def cmd_generate(args: argparse.Namespace) -> int:
-    from napari_medgan.io import load_volume, save_volume
+    from napari_medgan.io import load_volume, save_volume, volume_stem
     from napari_medgan.training.inference import generate, load_generator, synthesize_from
 
     loaded = load_generator(args.checkpoint, device=args.device)
@@ -224,7 +224,7 @@ def cmd_generate(args: argparse.Namespace) -> int:
         cond = load_volume(args.condition, is_label=is_label)
         mask = load_volume(args.mask, is_label=True) if args.mask else None
         result = synthesize_from(loaded, cond, mask=mask)
-        written.append(save_volume(result, args.out / f"{_stem(args.condition)}_"
+        written.append(save_volume(result, args.out / f"{volume_stem(args.condition)}_"
                                    f"{loaded.model.task}.nii.gz"))
     else:
         reference = load_volume(args.reference) if args.reference else None
@@ -236,14 +236,6 @@ def cmd_generate(args: argparse.Namespace) -> int:
     for path in written:
         print(path)
     return 0
-
-
-def _stem(path: Path) -> str:
-    name = Path(path).name
-    for suffix in (".nii.gz", ".seg.nrrd", ".nii", ".nrrd", ".nhdr", ".mha", ".mhd"):
-        if name.endswith(suffix):
-            return name[: -len(suffix)]
-    return Path(name).stem
 
 
 # ------------------------------------------------------------------------ evaluate

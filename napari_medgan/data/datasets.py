@@ -33,9 +33,10 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from napari_medgan.config import MODEL_TASKS
 from napari_medgan.io.volume import Volume
 
-CONDITIONAL_TASKS = ("label2image", "translate", "denoise", "superres", "inpaint")
+CONDITIONAL_TASKS = MODEL_TASKS["pix2pix3d"]
 LABEL_TASKS = ("joint", "label2image")
 _MAX_FG_INDICES = 200_000  # a random subset is enough to pick crop centres from
 

@@ -12,15 +12,14 @@ from napari_medgan.io.preprocess import (
     reorient_to_ras,
     resample_to_spacing,
 )
-from napari_medgan.io.readers import (
-    dicom_series_files,
+from napari_medgan.io.paths import (
     guess_is_label,
     is_dicom_folder,
     is_supported_path,
     list_volume_files,
-    load_volume,
     volume_stem,
 )
+from napari_medgan.io.readers import dicom_series_files, load_volume
 from napari_medgan.io.volume import Volume, VolumeError
 from napari_medgan.io.writers import save_dicom_series, save_volume
 

@@ -21,20 +21,12 @@ from typing import Any
 
 import numpy as np
 
-from napari_medgan.io.paths import (  # noqa: F401 (re-exported)
-    DICOM_SUFFIX,
+from napari_medgan.io.paths import (
     LABEL_META_KEY,
-    LABEL_WORDS,
-    MAX_LABEL_VALUES,
-    NIFTI_SUFFIXES,
-    SITK_SUFFIXES,
     VOLUME_SUFFIXES,
     _FORMAT_NAMES,
     guess_is_label,
     is_dicom_folder,
-    is_supported_path,
-    list_volume_files,
-    volume_stem,
     volume_suffix,
 )
 from napari_medgan.io.volume import Volume, VolumeError

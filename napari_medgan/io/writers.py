@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 
 from napari_medgan.io.atomic import atomic_path
-from napari_medgan.io.readers import LABEL_META_KEY, volume_suffix
+from napari_medgan.io.paths import LABEL_META_KEY, volume_suffix
 from napari_medgan.io.volume import Volume, VolumeError
 
 #: Suffixes :func:`save_volume` can write (header+data pairs are not atomic, so no .nhdr/.mhd).

@@ -277,7 +277,7 @@ def _resolve_extractor(extractor, real_arrays, seed: int) -> FeatureExtractor:
 
 
 def _load_folder(folder, name: str, is_label: bool):
-    from napari_medgan.io.readers import list_volume_files, load_volume
+    from napari_medgan.io import list_volume_files, load_volume
 
     files = list_volume_files(folder)
     if not files:

@@ -43,6 +43,7 @@ from torch import nn
 
 from napari_medgan import __version__
 from napari_medgan.io.atomic import atomic_write_text
+from napari_medgan.training.ema import unwrap
 
 FORMAT = "napari-medgan-checkpoint"
 FORMAT_VERSION = 1
@@ -64,18 +65,6 @@ class CheckpointError(ValueError):
 def _refuse(path: Path) -> CheckpointError:
     return CheckpointError(f"refusing to unpickle {path}: napari-medgan checkpoints are "
                            f"safetensors + JSON (a directory with {WEIGHTS_FILE} and {STATE_FILE})")
-
-
-def _unwrap(module: nn.Module) -> nn.Module:
-    """The network inside DataParallel/DDP (``.module``) or ``torch.compile`` (``_orig_mod``)."""
-    while True:
-        inner = getattr(module, "_orig_mod", None)
-        if isinstance(inner, nn.Module):
-            module = inner
-        elif isinstance(module, (nn.DataParallel, nn.parallel.DistributedDataParallel)):
-            module = module.module
-        else:
-            return module
 
 
 # --------------------------------------------------------------------------- encoding
@@ -285,7 +274,7 @@ def save_checkpoint(directory: str | Path, *, modules: dict[str, nn.Module],
                            "saved_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
                            "modules": {}, "optimizers": {}}
     for name, module in modules.items():
-        net = _unwrap(module)
+        net = unwrap(module)
         weights = net.state_dict()
         for key, value in weights.items():
             if not isinstance(value, torch.Tensor):
@@ -363,7 +352,7 @@ class Checkpoint:
             If a shape differs (naming the first such key and both shapes) or, with
             ``strict``, if keys are missing or unexpected.
         """
-        net, saved = _unwrap(module), self.module_state(name)
+        net, saved = unwrap(module), self.module_state(name)
         expected = net.state_dict()
         bad = f"{self.path}: incompatible with the model config: {name}"
         for key, value in expected.items():

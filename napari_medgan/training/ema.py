@@ -13,12 +13,13 @@ from torch import nn
 
 
 def unwrap(module: nn.Module) -> nn.Module:
-    """The plain module under DDP and ``torch.compile`` wrappers."""
+    """The network inside DataParallel/DDP (``.module``) or ``torch.compile`` (``_orig_mod``)."""
     while True:
-        if hasattr(module, "module") and isinstance(module.module, nn.Module):
+        inner = getattr(module, "_orig_mod", None)
+        if isinstance(inner, nn.Module):
+            module = inner
+        elif isinstance(module, (nn.DataParallel, nn.parallel.DistributedDataParallel)):
             module = module.module
-        elif hasattr(module, "_orig_mod"):
-            module = module._orig_mod
         else:
             return module
 

@@ -97,19 +97,11 @@ def make_condition(loaded: LoadedModel, volume: Volume, mask: Volume | None = No
     the user's volume *is* the noisy / low-resolution / masked input.
     """
     task = loaded.model.task
-    name = volume.source or "condition"
     if task == "label2image":
-        lab = np.asarray(volume.array)
-        if not np.issubdtype(lab.dtype, np.integer):
-            if not np.allclose(lab, np.round(lab)):
-                raise VolumeError(f"{name}: label2image needs an integer label map")
-            lab = np.round(lab).astype(np.int64)
-        k = loaded.model.num_classes
-        if lab.min() < 0 or lab.max() >= k:
-            raise VolumeError(f"{name}: labels must be in 0..{k - 1} for this model, "
-                              f"found {int(lab.min())}..{int(lab.max())}")
-        onehot = np.eye(k, dtype=np.float32)[lab].transpose(3, 0, 1, 2)
-        return torch.from_numpy(onehot)[None], volume
+        from napari_medgan.data.datasets import condition_from_volume
+
+        return condition_from_volume(task, volume, loaded.model), volume
+    name = volume.source or "condition"
     grid = volume
     if task == "superres":
         from napari_medgan.io.preprocess import resample_to_spacing
