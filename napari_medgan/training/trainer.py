@@ -243,11 +243,7 @@ class Trainer:
             r1 = r1_penalty(real_logits, both)
             loss_d = loss_d + 0.5 * cfg.r1_gamma * cfg.r1_every * r1
             losses["R1"] = r1.item()
-        self.opt_d.zero_grad(set_to_none=True)
-        loss_d.backward()
-        if cfg.grad_clip > 0:
-            nn.utils.clip_grad_norm_(self.D.parameters(), cfg.grad_clip)
-        self.opt_d.step()
+        self._update(self.opt_d, loss_d, self.D)
 
         # ---- generator (D frozen, called unwrapped so its DDP reducer is not involved)
         d_module.requires_grad_(False)
@@ -259,14 +255,19 @@ class Trainer:
             l1 = F.l1_loss(fake.float(), real)
             loss_g = loss_g + cfg.l1_weight * l1
             losses["L1"] = l1.item()
-        self.opt_g.zero_grad(set_to_none=True)
-        loss_g.backward()
-        if cfg.grad_clip > 0:
-            nn.utils.clip_grad_norm_(self.G.parameters(), cfg.grad_clip)
-        self.opt_g.step()
+        self._update(self.opt_g, loss_g, self.G)
         d_module.requires_grad_(True)
         update_ema(self.ema, self.G, cfg.ema_decay, self.step)
         return losses
+
+    def _update(self, optimizer: torch.optim.Optimizer, loss: torch.Tensor,
+                module: nn.Module) -> None:
+        """One optimiser step on ``loss``, with the configured gradient clipping."""
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        if self.config.train.grad_clip > 0:
+            nn.utils.clip_grad_norm_(module.parameters(), self.config.train.grad_clip)
+        optimizer.step()
 
     def _latent(self, n: int) -> torch.Tensor:
         return unwrap(self.G).sample_latent(n, device=self.device)
@@ -394,8 +395,8 @@ class Trainer:
                                           self.fixed_real.flatten().numpy()))
 
     def _save(self, kind: str) -> Iterator[ev.Event]:
-        metric = self.quality()
-        if self.manager is not None:
+        if self.manager is not None:  # only the writing rank needs the quality figure
+            metric = self.quality()
             best_before = self.manager.best_metric
             path = self.manager.save(
                 self.step,
