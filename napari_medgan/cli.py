@@ -17,7 +17,8 @@ from napari_medgan import __version__
 TRAIN_OVERRIDES = {
     "model": ("model", "name"), "task": ("model", "task"), "patch_size": ("model", "patch_size"),
     "channels": ("model", "channels"), "num_classes": ("model", "num_classes"),
-    "latent_dim": ("model", "latent_dim"),
+    "latent_dim": ("model", "latent_dim"), "superres_factors": ("model", "superres_factors"),
+    "noise": ("model", "noise"), "noise_std": ("model", "noise_std"),
     "data": ("data", "source"), "labels": ("data", "labels"), "target": ("data", "target"),
     "preset": ("data", "preset"), "target_preset": ("data", "target_preset"),
     "phantom_count": ("data", "phantom_count"), "phantom_size": ("data", "phantom_size"),
@@ -28,7 +29,7 @@ TRAIN_OVERRIDES = {
     "precision": ("train", "precision"), "seed": ("train", "seed"),
     "checkpoint_every": ("train", "checkpoint_every"),
     "preview_every": ("train", "preview_every"), "log_every": ("train", "log_every"),
-    "l1_weight": ("train", "l1_weight"),
+    "l1_weight": ("train", "l1_weight"), "fm_weight": ("train", "fm_weight"),
 }
 
 
@@ -64,6 +65,14 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--channels", type=int, help="base network width")
     g.add_argument("--latent-dim", type=int, help="latent size (dcgan3d)")
     g.add_argument("--num-classes", type=int, help="label classes incl. background (0 = from data)")
+    g.add_argument("--superres-factors",
+                   help="superres: thick/thin voxel ratio per axis (x, y, z), e.g. 2 (isotropic "
+                        "x2), 4, or 1x1x4 (4 mm slices -> 1 mm); each 1, 2 or 4")
+    g.add_argument("--noise", help="denoise: noise the model is trained for: gaussian | rician")
+    g.add_argument("--noise-std", type=float,
+                   help="denoise: typical noise standard deviation in normalised units (the "
+                        "preset maps the intensity range to about [-1, 1]); training draws "
+                        "0.5-1.5x this")
     g = t.add_argument_group("data")
     g.add_argument("--data", help="'phantom', a folder of volumes, or a volume file")
     g.add_argument("--labels", help="folder/file of label maps matching --data")
@@ -81,6 +90,8 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--loss", help="bce (non-saturating, default) | hinge | lsgan")
     g.add_argument("--r1-gamma", type=float, help="R1 penalty weight (0 = off)")
     g.add_argument("--l1-weight", type=float, help="L1 weight for pix2pix3d")
+    g.add_argument("--fm-weight", type=float,
+                   help="feature-matching weight for pix2pix3d (pix2pixHD; 0 = off)")
     g.add_argument("--device", help="auto | cpu | cuda | cuda:N | mps")
     g.add_argument("--precision", help="auto | fp32 | bf16 | fp16")
     g.add_argument("--seed", type=int, help="random seed (a CPU run is repeatable)")
@@ -224,6 +235,10 @@ def cmd_generate(args: argparse.Namespace) -> int:
         cond = load_volume(args.condition, is_label=is_label)
         mask = load_volume(args.mask, is_label=True) if args.mask else None
         result = synthesize_from(loaded, cond, mask=mask)
+        if loaded.model.task == "superres":
+            print("superres: voxel size {} -> {} mm (x, y, z)".format(
+                "x".join(f"{s:g}" for s in cond.spacing),
+                "x".join(f"{s:g}" for s in result.spacing)))
         written.append(save_volume(result, args.out / f"{volume_stem(args.condition)}_"
                                    f"{loaded.model.task}.nii.gz"))
     else:

@@ -19,6 +19,7 @@ MODEL_TASKS: dict[str, tuple[str, ...]] = {
 PRESETS = ("ct", "mr", "zscore", "none")
 LOSSES = ("bce", "hinge", "lsgan")
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
+NOISE_KINDS = ("gaussian", "rician")
 
 
 def _check(cond: bool, name: str, value: Any, expected: str) -> None:
@@ -33,7 +34,8 @@ class DataConfig:
     ``source`` is ``"phantom"`` (the built-in head-phantom distribution), a
     folder of volumes, or a single volume file. ``labels`` is a folder/file of
     matching label maps (joint synthesis, label2image); ``target`` a folder/file
-    of paired target volumes (translate).
+    of paired target volumes (translate). ``flip``: conditional tasks flip each
+    training pair along every axis with probability 1/2.
     """
 
     source: str = "phantom"
@@ -46,6 +48,7 @@ class DataConfig:
     phantom_size: int = 48
     phantom_modality: str = "mr"
     foreground_fraction: float = 0.8
+    flip: bool = True
 
     def __post_init__(self) -> None:
         _check(isinstance(self.source, str) and bool(self.source), "data.source", self.source,
@@ -68,7 +71,14 @@ class DataConfig:
 
 @dataclass
 class ModelConfig:
-    """Architecture. Stored in every checkpoint; on resume it comes from there."""
+    """Architecture. Stored in every checkpoint; on resume it comes from there.
+
+    ``superres_factors``: thick/thin voxel ratio per axis, ITK (x, y, z) order,
+    each 1, 2 or 4 (``2`` = isotropic x2, ``(1, 1, 4)`` = through-plane x4).
+    ``noise`` / ``noise_std``: the noise a denoising model is trained for
+    (``"gaussian"`` or ``"rician"``; sigma in normalised units, 0.5-1.5x drawn).
+    ``inpaint_fraction``: training holes are boxes of about this fraction of each side.
+    """
 
     name: str = "dcgan3d"
     task: str | None = None
@@ -77,9 +87,10 @@ class ModelConfig:
     channels: int = 32
     num_classes: int = 0
     spectral_norm: bool = True
-    superres_factor: int = 2
+    superres_factors: tuple[int, int, int] = (2, 2, 2)
     inpaint_fraction: float = 0.35
-    noise_std: float = 0.15
+    noise: str = "gaussian"
+    noise_std: float = 0.1
 
     def __post_init__(self) -> None:
         _check(self.name in MODEL_TASKS, "model.name", self.name, f"one of {tuple(MODEL_TASKS)}")
@@ -96,11 +107,14 @@ class ModelConfig:
         if self.task in ("joint", "label2image"):
             _check(int(self.num_classes) != 1, "model.num_classes", self.num_classes,
                    f"0 (from the data) or >= 2 (background + labels) for task {self.task!r}")
-        _check(self.superres_factor in (2, 4), "model.superres_factor", self.superres_factor,
-               "2 or 4")
+        from napari_medgan.data.superres import parse_factors
+
+        self.superres_factors = parse_factors(self.superres_factors)  # 1, 2 or 4: divide ps
         _check(0.0 < float(self.inpaint_fraction) < 1.0, "model.inpaint_fraction",
                self.inpaint_fraction, "a number in (0, 1)")
-        _check(float(self.noise_std) >= 0.0, "model.noise_std", self.noise_std, ">= 0")
+        _check(self.noise in NOISE_KINDS, "model.noise", self.noise, f"one of {NOISE_KINDS}")
+        _check(float(self.noise_std) > 0.0, "model.noise_std", self.noise_std,
+               "> 0 (normalised units: the intensity range maps to about [-1, 1])")
 
     @property
     def conditional(self) -> bool:
@@ -124,6 +138,7 @@ class TrainConfig:
     augment: bool = True
     augment_p: float = 0.6
     l1_weight: float = 100.0
+    fm_weight: float = 10.0
     grad_clip: float = 10.0
     device: str = "auto"
     precision: str = "auto"
@@ -151,6 +166,7 @@ class TrainConfig:
         _check(0 <= float(self.ema_decay) < 1, "train.ema_decay", self.ema_decay, "in [0, 1)")
         _check(0 <= float(self.augment_p) <= 1, "train.augment_p", self.augment_p, "in [0, 1]")
         _check(float(self.l1_weight) >= 0, "train.l1_weight", self.l1_weight, ">= 0")
+        _check(float(self.fm_weight) >= 0, "train.fm_weight", self.fm_weight, ">= 0")
         _check(float(self.grad_clip) >= 0, "train.grad_clip", self.grad_clip, ">= 0 (0 = off)")
         _check(isinstance(self.device, str) and (
             self.device in ("auto", "cpu", "mps") or self.device.startswith("cuda")),
@@ -228,6 +244,7 @@ def _build(kind: type, values: dict, section: str) -> Any:
     if unknown:
         raise ValueError(f"config.{section}: unknown field(s) {unknown}; known: {sorted(names)}")
     values = dict(values)
-    if values.get("spacing") is not None:
-        values["spacing"] = tuple(values["spacing"])
+    for key in ("spacing", "superres_factors"):
+        if isinstance(values.get(key), list):
+            values[key] = tuple(values[key])
     return kind(**values)

@@ -48,7 +48,7 @@ def run_demo(out: str | Path, steps: int | None = None, seed: int = 0,
     t0 = time.perf_counter()
     trainer = Trainer(run)
     if budget_seconds:
-        _stop_after(trainer, budget_seconds)
+        trainer.stop_after(budget_seconds)
     summary = consume(trainer, run.train.log_every)
     train_seconds = time.perf_counter() - t0
 
@@ -90,11 +90,3 @@ def run_demo(out: str | Path, steps: int | None = None, seed: int = 0,
     print(json.dumps(figures, indent=2, default=str), file=sys.stdout)
     return figures
 
-
-def _stop_after(trainer, seconds: float) -> None:
-    """Ask the trainer to stop (between steps, with a final checkpoint) after ``seconds``."""
-    import threading
-
-    timer = threading.Timer(seconds, trainer.stop)
-    timer.daemon = True
-    timer.start()

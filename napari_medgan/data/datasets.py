@@ -47,35 +47,65 @@ def one_hot(labels: torch.Tensor, num_classes: int) -> torch.Tensor:
 
 
 def degrade(task: str, image: torch.Tensor, model: Any, rng: np.random.Generator,
-            ) -> torch.Tensor:
+            zero: float = -1.0) -> torch.Tensor:
     """Condition for a restoration task from clean normalised images ``(B, 1, D, H, W)``.
 
-    ``denoise``: add Gaussian noise of ``model.noise_std`` (normalised units).
-    ``superres``: average-pool by ``model.superres_factor`` and upsample back
-    (trilinear), so input and output share a grid. ``inpaint``: zero a random box
-    of ``model.inpaint_fraction`` of each side and append the box mask, giving
-    ``(B, 2, D, H, W)`` (the layout inference uses: masked image, mask).
+    ``denoise``: add noise of ``model.noise`` kind with a standard deviation
+    drawn per sample from ``[0.5, 1.5] * model.noise_std`` (normalised units), so
+    one model serves a range of noise levels. Rician noise is the magnitude of
+    complex Gaussian noise added to the magnitude image, whose zero is the
+    normalised value ``zero`` of intensity 0 (Gudbjartsson & Patz 1995).
+    ``superres``: the one degradation operator of
+    :mod:`napari_medgan.data.superres` (box average over each thick voxel, then
+    trilinear back onto the thin grid, per-axis ``model.superres_factors``).
+    ``inpaint``: blank a random box of about ``model.inpaint_fraction`` of each
+    side (0.6-1.2x, per axis), fill it with the biharmonic continuation of its
+    surroundings (:func:`fill_hole`, the classical fill the network corrects) and
+    append the box mask, giving ``(B, 2, D, H, W)`` (the layout inference uses:
+    filled image, mask).
     """
     if task == "denoise":
-        noise = rng.standard_normal(tuple(image.shape)).astype(np.float32)
-        return image + float(model.noise_std) * torch.from_numpy(noise)
+        b = image.shape[0]
+        sigma = float(model.noise_std) * torch.from_numpy(
+            rng.uniform(0.5, 1.5, size=(b, 1, 1, 1, 1)).astype(np.float32))
+        n1 = torch.from_numpy(rng.standard_normal(tuple(image.shape)).astype(np.float32))
+        if model.noise == "rician":
+            n2 = torch.from_numpy(rng.standard_normal(tuple(image.shape)).astype(np.float32))
+            mag = (image - zero).clamp_min(0)
+            return zero + torch.sqrt((mag + sigma * n1) ** 2 + (sigma * n2) ** 2)
+        return image + sigma * n1
     if task == "superres":
-        f = int(model.superres_factor)
-        low = F.avg_pool3d(image, kernel_size=f, stride=f, ceil_mode=True)
-        return F.interpolate(low, size=tuple(image.shape[2:]), mode="trilinear",
-                             align_corners=False)
+        from napari_medgan.data.superres import degrade as degrade_sr
+        from napari_medgan.data.superres import factors_zyx
+
+        return degrade_sr(image, factors_zyx(model.superres_factors))
     if task == "inpaint":
         mask = torch.zeros_like(image)
         for b in range(image.shape[0]):
             box = []
             for n in image.shape[2:]:
-                edge = max(1, int(round(n * float(model.inpaint_fraction))))
+                frac = float(model.inpaint_fraction) * rng.uniform(0.6, 1.2)
+                edge = int(np.clip(round(n * frac), 1, n - 1))
                 start = int(rng.integers(0, n - edge + 1))
                 box.append(slice(start, start + edge))
             mask[(b, 0, *box)] = 1.0
-        return torch.cat([image * (1.0 - mask), mask], dim=1)
+        return torch.cat([fill_hole(image, mask), mask], dim=1)
     raise ValueError(f"model.task: {task!r} has no degradation (expected denoise, superres, "
                      "inpaint)")
+
+
+def fill_hole(image: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """Fill the ``mask > 0`` voxels of ``(B, 1, D, H, W)`` images with the biharmonic
+    continuation of the known ones (scikit-image; a few ms per 16^3 patch); known voxels are
+    returned bit-identical. Training and inference both use this fill."""
+    from napari_medgan.baselines import inpaint_biharmonic
+
+    out = image.detach().cpu().numpy().copy()
+    holes = mask.detach().cpu().numpy() > 0
+    for b in range(out.shape[0]):
+        if holes[b, 0].any() and not holes[b, 0].all():
+            out[b, 0] = inpaint_biharmonic(out[b, 0], holes[b, 0])
+    return torch.from_numpy(out).to(image.device)
 
 
 def condition_from_volume(task: str, volume: Volume | np.ndarray, run: Any, normalizer=None,
@@ -93,7 +123,8 @@ def condition_from_volume(task: str, volume: Volume | np.ndarray, run: Any, norm
         original units, degraded here (to check a model on data with a known
         answer; a volume that is already degraded goes to inference as it is).
     run : RunConfig or ModelConfig
-        Supplies ``noise_std``, ``superres_factor``, ``inpaint_fraction``, ``num_classes``.
+        Supplies ``noise``, ``noise_std``, ``superres_factors``, ``inpaint_fraction``,
+        ``num_classes``.
     normalizer : Normalizer
         Intensity normaliser of the condition (not needed for ``label2image``).
     rng : numpy Generator, optional
@@ -118,7 +149,9 @@ def condition_from_volume(task: str, volume: Volume | np.ndarray, run: Any, norm
         raise ValueError(f"normalizer: task {task!r} needs the training intensity normaliser")
     image = np.asarray(normalizer.forward(array.astype(np.float32)), dtype=np.float32)
     tensor = torch.from_numpy(np.ascontiguousarray(image))[None, None]
-    return tensor if task == "translate" else degrade(task, tensor, model, rng)
+    if task == "translate":
+        return tensor
+    return degrade(task, tensor, model, rng, zero=float(normalizer.forward(np.float32(0.0))))
 
 
 def _as_labels(array: np.ndarray, name: str) -> np.ndarray:
@@ -158,12 +191,13 @@ class TrainingData:
     def __init__(self, task: str, model: Any, images: list[np.ndarray],
                  labels: list[np.ndarray] | None, targets: list[np.ndarray] | None,
                  normalizer, target_normalizer, reference: Volume, num_classes: int,
-                 foreground_fraction: float, names: list[str]) -> None:
+                 foreground_fraction: float, names: list[str], flip: bool = True) -> None:
         self.task, self.model = task, model
         self.patch_size = int(model.patch_size)
         self.normalizer, self.target_normalizer = normalizer, target_normalizer
         self.reference, self.num_classes, self.names = reference, int(num_classes), names
         self.foreground_fraction = float(foreground_fraction)
+        self.flip = bool(flip)
         self._images, self._labels, self._targets = images, labels, targets
         self.image_channels = 1 + (self.num_classes if task == "joint" else 0)
         self.condition_channels = {"label2image": self.num_classes, "inpaint": 2}.get(
@@ -193,6 +227,17 @@ class TrainingData:
         return self._targets if self.task == "translate" else self._images
 
     @property
+    def condition_volumes(self) -> list[np.ndarray] | None:
+        """Normalised source volumes of ``translate`` (the other tasks build conditions from
+        :attr:`volumes` or :attr:`label_arrays`), else None."""
+        return self._images if self.task == "translate" else None
+
+    @property
+    def zero_level(self) -> float:
+        """Normalised value of intensity 0 (the magnitude zero of Rician noise)."""
+        return float(self.normalizer.forward(np.float32(0.0)))
+
+    @property
     def label_arrays(self) -> list[np.ndarray] | None:
         """Integer label maps ``(z, y, x)`` aligned with :attr:`volumes` (padded), or None."""
         return self._labels
@@ -207,26 +252,71 @@ class TrainingData:
             start = np.array([rng.integers(0, n - p + 1) for n in shape])
         return tuple(int(s) for s in start)  # type: ignore[return-value]
 
+    def _superres_pair(self, i: int, start, axes) -> tuple[np.ndarray, np.ndarray]:
+        """(patch, its low-resolution input) for super-resolution: the degradation is made on
+        the patch plus up to two thick voxels of context on every side (where the volume has
+        them) and then cropped, so the input near the patch borders is interpolated from real
+        neighbours as it is inside a whole volume at inference, not from replicated borders
+        (which cover half of a 16-voxel patch at 1x1x4). The thick-grid phase stays random."""
+        from napari_medgan.data.superres import degrade as degrade_sr
+        from napari_medgan.data.superres import factors_zyx
+
+        f = factors_zyx(self.model.superres_factors)
+        p, shape = self.patch_size, self._images[i].shape
+        lo, size = [], []
+        for s, n, k in zip(start, shape, f):
+            m = 2 * k
+            while m and p + 2 * m > n:
+                m -= k
+            q = p + 2 * m
+            e = int(np.clip(s - m, 0, n - q))
+            lo.append(e)
+            size.append(q)
+        window = tuple(slice(e, e + q) for e, q in zip(lo, size))
+        big = np.ascontiguousarray(np.flip(self._images[i][window], axes) if axes
+                                   else self._images[i][window])
+        offset = [s - e for s, e in zip(start, lo)]
+        for a in axes:  # the patch's place inside the flipped context
+            offset[a] = size[a] - p - offset[a]
+        with torch.no_grad():
+            low = degrade_sr(torch.from_numpy(big)[None, None], f)[0, 0].numpy()
+        inner = tuple(slice(o, o + p) for o in offset)
+        return big[inner], low[inner]
+
     def sample_batch(self, batch_size: int, rng: np.random.Generator) -> dict[str, torch.Tensor]:
         """Random patches: ``{"image": (B, C, P, P, P)}`` plus ``"condition"`` when conditional.
 
         Each sample picks a volume uniformly, then a crop whose centre is a
         foreground voxel with probability ``foreground_fraction`` (labels > 0,
         else intensity above 10% of the robust range), else a uniform crop.
+        Conditional tasks with ``flip`` on also flip each pair along every axis
+        with probability 1/2 (image, labels and targets alike, before the
+        degradation), which multiplies the patches a small dataset offers.
         """
         if int(batch_size) < 1:
             raise ValueError(f"batch_size: expected >= 1, got {batch_size!r}")
         p = self.patch_size
-        imgs, labs, tgts = [], [], []
+        imgs, labs, tgts, lows = [], [], [], []
         for _ in range(int(batch_size)):
             i = int(rng.integers(len(self._images)))
             z, y, x = self._crop_starts(i, rng)
             window = (slice(z, z + p), slice(y, y + p), slice(x, x + p))
-            imgs.append(self._images[i][window])
+            axes = tuple(a for a in range(3) if rng.random() < 0.5) \
+                if self.flip and self.conditional else ()
+
+            def crop(array: np.ndarray) -> np.ndarray:
+                return np.flip(array[window], axes) if axes else array[window]
+
+            if self.task == "superres":
+                patch, low = self._superres_pair(i, (z, y, x), axes)
+                imgs.append(patch)
+                lows.append(low)
+            else:
+                imgs.append(crop(self._images[i]))
             if self._labels is not None:
-                labs.append(self._labels[i][window])
+                labs.append(crop(self._labels[i]))
             if self._targets is not None:
-                tgts.append(self._targets[i][window])
+                tgts.append(crop(self._targets[i]))
         image = torch.from_numpy(np.stack(imgs)[:, None].astype(np.float32))
         labels = torch.from_numpy(np.stack(labs)) if labs else None
         if self.task == "synthesis":
@@ -238,7 +328,11 @@ class TrainingData:
         if self.task == "translate":
             target = torch.from_numpy(np.stack(tgts)[:, None].astype(np.float32))
             return {"image": target, "condition": image}
-        return {"image": image, "condition": degrade(self.task, image, self.model, rng)}
+        if self.task == "superres":
+            return {"image": image,
+                    "condition": torch.from_numpy(np.stack(lows)[:, None].astype(np.float32))}
+        return {"image": image,
+                "condition": degrade(self.task, image, self.model, rng, zero=self.zero_level)}
 
     def preview_conditions(self, n: int, rng: np.random.Generator | None = None,
                            ) -> torch.Tensor | None:
@@ -397,13 +491,20 @@ def build_training_data(run: Any, images: list[Volume] | None = None,
         if num_classes < 2:
             raise ValueError(f"{field_l}: label maps contain only background (0)")
 
-    normalizer = fit_normalizer(data.preset, [v.array for v in images])
+    def fit(preset: str, arrays: list) -> Any:
+        # Conditional generators are linear at the output and correct an estimate made from
+        # the input, so they keep intensities beyond the preset's window (bright fat, vessels,
+        # metal) instead of clipping them away; dcgan3d's tanh output needs the clip.
+        extra = {"clip": False} if task in CONDITIONAL_TASKS and preset in ("ct", "mr") else {}
+        return fit_normalizer(preset, arrays, **extra)
+
+    normalizer = fit(data.preset, [v.array for v in images])
     target_normalizer = None
     if targets is not None:
         # phantom targets know their modality, and "ct"/"mr" are also preset names
         phantom = targets[0].meta.get("phantom") or {}
         preset = data.target_preset or phantom.get("modality") or data.preset
-        target_normalizer = fit_normalizer(preset, [v.array for v in targets])
+        target_normalizer = fit(preset, [v.array for v in targets])
 
     p = int(model.patch_size)
 
@@ -423,4 +524,4 @@ def build_training_data(run: Any, images: list[Volume] | None = None,
         origin=first.origin - shift, is_label=False)
     return TrainingData(task, model, list(norm_images), label_arrays, norm_targets, normalizer,
                         target_normalizer, reference, num_classes, data.foreground_fraction,
-                        [v.source or f"volume_{i}" for i, v in enumerate(images)])
+                        [v.source or f"volume_{i}" for i, v in enumerate(images)], data.flip)

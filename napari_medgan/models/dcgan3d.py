@@ -34,6 +34,10 @@ __all__ = [
 _MIN_BASE = 4
 
 
+#: Network layout stored in checkpoints as ``model_layout`` (see ``Checkpoint.model_config``).
+LAYOUT_VERSION = 1
+LAYOUT_NOTE = "DCGAN generator and discriminator"
+
 def base_size(spatial_size: int) -> tuple[int, int]:
     """Starting side length and number of 2x stages for a patch of ``spatial_size``.
 

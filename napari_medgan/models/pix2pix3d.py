@@ -1,24 +1,30 @@
-"""3D pix2pix: conditional image-to-image translation with a U-Net and a PatchGAN.
+"""3D conditional GAN: a generator chosen per task and a multi-scale PatchGAN.
 
-Isola, Zhu, Zhou & Efros, "Image-to-Image Translation with Conditional
-Adversarial Networks", CVPR 2017 (arXiv:1611.07004), in 3D and built from MONAI
-networks: the generator is :class:`monai.networks.nets.UNet` (Ronneberger et al.
-2015; residual units after Kerfoot et al. 2018) with a tanh output, the
-discriminator :class:`monai.networks.nets.PatchDiscriminator` judging
+The adversarial set-up of pix2pix (Isola, Zhu, Zhou & Efros, "Image-to-Image
+Translation with Conditional Adversarial Networks", CVPR 2017) with the
+multi-scale discriminator and feature-matching loss of pix2pixHD (Wang et al.,
+"High-Resolution Image Synthesis and Semantic Manipulation with Conditional
+GANs", CVPR 2018), in 3D. The discriminators are MONAI
+:class:`monai.networks.nets.PatchDiscriminator` networks judging
 ``cat(condition, image)`` patch by patch, optionally spectrally normalised
 (Miyato et al., ICLR 2018).
 
-Condition channels by task (see :func:`channels_for`):
+The generator is chosen per task in one place, :data:`GENERATORS`; each starts
+from the classical answer and learns a correction to it:
 
-========== ==================== =====================================
-task       condition channels   condition
-========== ==================== =====================================
-label2image num_classes         one-hot label map
-translate  1                    source-modality image
-denoise    1                    noisy image
-superres   1                    low-resolution image resampled to the output grid
-inpaint    2                    masked image, mask (1 = missing)
-========== ==================== =====================================
+=========== =========== =========================== ==============================
+task        condition   condition                   generator
+            channels
+=========== =========== =========================== ==============================
+label2image num_classes one-hot label map           SPADE (lookup + correction)
+translate   1           source-modality image       residual U-Net (intensity map)
+denoise     1           noisy image                 residual U-Net (identity)
+superres    1           thick voxels upsampled      residual U-Net (identity)
+                        tricubically onto the thin
+                        grid
+inpaint     2           hole-filled image, mask     residual U-Net (hole fill)
+                        (1 = missing)
+=========== =========== =========================== ==============================
 
 Tensors are ``(B, C, D, H, W)``. MONAI is imported when a network is built, not
 when this module is imported, because importing it takes seconds.
@@ -26,13 +32,21 @@ when this module is imported, because importing it takes seconds.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from typing import Any
+
 import torch
+import torch.nn.functional as F
 from torch import nn
 from torch.nn.utils.parametrizations import spectral_norm as _spectral_norm
 
+from napari_medgan.models.residual_unet3d import ResidualUNet3D
+from napari_medgan.models.spade3d import SPADEGenerator3D
+
 __all__ = [
-    "UNetGenerator3D",
     "PatchDiscriminator3D",
+    "MultiScalePatchDiscriminator3D",
+    "GENERATORS",
     "build_generator",
     "build_discriminator",
     "channels_for",
@@ -58,68 +72,6 @@ def _check_input(x: torch.Tensor, channels: int, multiple: int, what: str) -> No
     if any(s % multiple for s in x.shape[2:]):
         raise ValueError(f"{what}: expected spatial sizes divisible by {multiple}, got shape "
                          f"{tuple(x.shape)}")
-
-
-class UNetGenerator3D(nn.Module):
-    """pix2pix generator: a 3D U-Net from condition to image (Isola et al. 2017).
-
-    MONAI ``UNet(spatial_dims=3, channels=(c, 2c, 4c, 8c), strides=(2, 2, 2))``
-    followed by tanh, so outputs lie in [-1, 1] like the normalised images.
-
-    Parameters
-    ----------
-    in_channels : int
-        Condition channels (see the module table).
-    out_channels : int
-        Image channels produced, 1.
-    channels : int
-        Width ``c`` of the first level; the levels are ``(c, 2c, 4c, 8c)``.
-    num_res_units : int
-        Residual units per level (MONAI), 0-2.
-    norm : str or tuple
-        MONAI norm spec; instance norm as in pix2pix (batch size is often 1).
-    dropout : float
-        Dropout in the U-Net; pix2pix uses it as the generator's noise source.
-    residual : bool
-        Predict a correction to condition channel 0 instead of the image itself:
-        ``tanh(net(x) + atanh(x[:, :1]))``, the identity when ``net`` outputs 0.
-        Suits denoise / superres / inpaint, where the output is close to the input.
-
-    Input ``(B, in_channels, D, H, W)`` with D, H, W divisible by 8 -> output
-    ``(B, out_channels, D, H, W)``.
-    """
-
-    def __init__(self, in_channels: int, out_channels: int = 1, channels: int = 32,
-                 num_res_units: int = 2, norm: str | tuple = "INSTANCE", dropout: float = 0.0,
-                 residual: bool = False) -> None:
-        super().__init__()
-        from monai.networks.nets import UNet
-
-        if int(in_channels) < 1:
-            raise ValueError(f"in_channels: expected >= 1, got {in_channels!r}")
-        if int(channels) < 1:
-            raise ValueError(f"channels: expected >= 1, got {channels!r}")
-        if residual and out_channels != 1:
-            raise ValueError(f"out_channels: a residual generator predicts 1 channel, got "
-                             f"{out_channels!r}")
-        self.in_channels = int(in_channels)
-        self.out_channels = int(out_channels)
-        self.residual = bool(residual)
-        strides = (2, 2, 2)
-        self.size_multiple = 2 ** len(strides)
-        self.net = UNet(spatial_dims=3, in_channels=self.in_channels,
-                        out_channels=self.out_channels,
-                        channels=tuple(int(channels) * m for m in (1, 2, 4, 8)), strides=strides,
-                        num_res_units=int(num_res_units), act=_LEAKY, norm=norm,
-                        dropout=float(dropout))
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        _check_input(x, self.in_channels, self.size_multiple, "UNetGenerator3D")
-        y = self.net(x)
-        if self.residual:
-            # Residual in pre-tanh space keeps the output in [-1, 1]; clamp keeps atanh finite.
-            y = y + torch.atanh(x[:, :1].clamp(-0.999, 0.999))
-        return torch.tanh(y)
 
 
 class PatchDiscriminator3D(nn.Module):
@@ -197,6 +149,49 @@ class PatchDiscriminator3D(nn.Module):
         return self.net(x)
 
 
+class MultiScalePatchDiscriminator3D(nn.Module):
+    """PatchGANs at full and at half resolution (pix2pixHD, Wang et al. 2018, section 3.2).
+
+    The coarse one sees the input average-pooled by 2, so its patches cover
+    twice the extent: global consistency at the same cost as one more small
+    network. ``forward`` returns the logits of every scale flattened and
+    concatenated, ``(B, N)``, which the GAN losses average like one map;
+    :meth:`features` returns the intermediate feature maps of both scales for
+    the feature-matching loss.
+    """
+
+    def __init__(self, in_channels: int, channels: int = 32, num_scales: int = 2,
+                 spectral_norm: bool = True) -> None:
+        super().__init__()
+        if int(num_scales) < 1:
+            raise ValueError(f"num_scales: expected >= 1, got {num_scales!r}")
+        self.in_channels = int(in_channels)
+        self.spectral_norm = bool(spectral_norm)
+        self.scales = nn.ModuleList(
+            PatchDiscriminator3D(in_channels, channels=channels, spectral_norm=spectral_norm)
+            for _ in range(int(num_scales)))
+
+    def _inputs(self, x: torch.Tensor, condition: torch.Tensor | None):
+        if condition is not None:
+            x = torch.cat([condition, x], dim=1)
+        for i, _ in enumerate(self.scales):
+            yield x
+            if i + 1 < len(self.scales):
+                x = F.avg_pool3d(x, 2, ceil_mode=True)
+
+    def forward(self, x: torch.Tensor, condition: torch.Tensor | None = None) -> torch.Tensor:
+        inputs = self._inputs(x, condition)
+        return torch.cat([d(xi).flatten(1) for d, xi in zip(self.scales, inputs)], dim=1)
+
+    def features(self, x: torch.Tensor,
+                 condition: torch.Tensor | None = None) -> list[torch.Tensor]:
+        """Intermediate feature maps of every scale (logits excluded)."""
+        feats: list[torch.Tensor] = []
+        for d, xi in zip(self.scales, self._inputs(x, condition)):
+            feats += d.features(xi)[:-1]
+        return feats
+
+
 def channels_for(cfg) -> tuple[int, int]:
     """``(condition channels, image channels)`` for a ModelConfig."""
     cond = CONDITION_CHANNELS.get(cfg.task, 0)
@@ -212,14 +207,31 @@ def channels_for(cfg) -> tuple[int, int]:
     return cond, 1
 
 
-def build_generator(cfg) -> UNetGenerator3D:
-    """U-Net generator for ``cfg`` (a :class:`napari_medgan.config.ModelConfig`)."""
-    cond, out = channels_for(cfg)
-    return UNetGenerator3D(in_channels=cond, out_channels=out, channels=int(cfg.channels))
+#: Network layout stored in checkpoints as ``model_layout``. Layout 1 (napari-medgan 0.1) was
+#: one instance-normalised U-Net for every task and cannot be loaded into these networks.
+LAYOUT_VERSION = 2
+LAYOUT_NOTE = "SPADE for label2image, residual U-Nets for restoration, two-scale PatchGAN"
+
+#: task -> generator builder ``(cfg, condition channels) -> nn.Module``: the one place a
+#: conditional task's architecture is chosen.
+GENERATORS: dict[str, Callable[[Any, int], nn.Module]] = {
+    "label2image": lambda cfg, cond: SPADEGenerator3D(in_channels=cond, channels=int(cfg.channels)),
+    "translate": lambda cfg, cond: ResidualUNet3D(cond, channels=int(cfg.channels),
+                                                  base="intensity_map"),
+    "denoise": lambda cfg, cond: ResidualUNet3D(cond, channels=int(cfg.channels)),
+    "superres": lambda cfg, cond: ResidualUNet3D(cond, channels=int(cfg.channels)),
+    "inpaint": lambda cfg, cond: ResidualUNet3D(cond, channels=int(cfg.channels), base="inpaint"),
+}
 
 
-def build_discriminator(cfg) -> PatchDiscriminator3D:
-    """PatchGAN discriminator for ``cfg``; it sees condition and image channels."""
+def build_generator(cfg) -> nn.Module:
+    """The generator of ``cfg.task`` (see :data:`GENERATORS`)."""
+    cond, _ = channels_for(cfg)
+    return GENERATORS[cfg.task](cfg, cond)
+
+
+def build_discriminator(cfg) -> MultiScalePatchDiscriminator3D:
+    """Two-scale PatchGAN for ``cfg``; it sees condition and image channels."""
     cond, out = channels_for(cfg)
-    return PatchDiscriminator3D(in_channels=cond + out, channels=int(cfg.channels),
-                                spectral_norm=bool(cfg.spectral_norm))
+    return MultiScalePatchDiscriminator3D(in_channels=cond + out, channels=int(cfg.channels),
+                                          spectral_norm=bool(cfg.spectral_norm))

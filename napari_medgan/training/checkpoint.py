@@ -328,6 +328,40 @@ class Checkpoint:
     def module_names(self) -> list[str]:
         return list(self.meta.get("modules", {}))
 
+    def model_config(self):
+        """The :class:`~napari_medgan.config.ModelConfig` this checkpoint was trained with.
+
+        Raises CheckpointError (one line naming the checkpoint) when the entry is
+        missing or invalid, or when the network layout it holds is not the one this
+        version builds (``model_layout``; see ``LAYOUT_VERSION`` in each model module).
+        """
+        from napari_medgan.config import ModelConfig
+        from napari_medgan.models import get_model
+
+        raw = self.state.get("model_config")
+        if not isinstance(raw, dict):
+            raise CheckpointError(f"{self.path}: state has no 'model_config' object")
+        raw = dict(raw)
+        if "superres_factor" in raw:  # layout 1 stored one isotropic factor
+            raw["superres_factors"] = raw.pop("superres_factor")
+        try:
+            expected = int(get_model(raw.get("name")).LAYOUT_VERSION)
+        except ValueError as exc:
+            raise CheckpointError(f"{self.path}: {exc}") from None
+        layout = self.state.get("model_layout", 1)
+        if layout != expected:
+            raise CheckpointError(
+                f"{self.path}: this {raw.get('name')} checkpoint holds network layout {layout}, "
+                f"but napari-medgan {__version__} builds layout {expected} "
+                f"({get_model(raw['name']).LAYOUT_NOTE}); retrain the model")
+        try:
+            return ModelConfig(**raw)
+        except TypeError as exc:
+            raise CheckpointError(f"{self.path}: model_config does not fit this version "
+                                  f"({exc})") from None
+        except ValueError as exc:
+            raise CheckpointError(f"{self.path}: {exc}") from None
+
     def module_state(self, name: str) -> OrderedDict:
         """State dict of module ``name`` (keys without the ``name.`` prefix)."""
         if name not in self.meta.get("modules", {}):

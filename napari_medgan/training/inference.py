@@ -10,7 +10,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from napari_medgan.config import ModelConfig
+from napari_medgan.config import ModelConfig  # noqa: F401 - LoadedModel.model's type
 from napari_medgan.io.volume import Volume, VolumeError
 from napari_medgan.training.device import resolve_device
 from napari_medgan.training.outputs import decode_samples, reference_from_state
@@ -42,10 +42,12 @@ def load_generator(path: str | Path, device: str = "auto") -> LoadedModel:
 
     ckpt = load_checkpoint(path)
     state = ckpt.state
-    model = ModelConfig(**state["model_config"])
+    model = ckpt.model_config()
     gen = build_generator(model)
     ckpt.load_module("ema", gen)
     dev = resolve_device(device)
+    if dev.type == "cpu":
+        torch.set_flush_denormal(True)  # denormals slow CPU inference many times over
     gen = gen.to(dev).eval()
     target = state.get("target_normalizer")
     return LoadedModel(
@@ -102,21 +104,34 @@ def make_condition(loaded: LoadedModel, volume: Volume, mask: Volume | None = No
 
         return condition_from_volume(task, volume, loaded.model), volume
     name = volume.source or "condition"
+    if volume.is_label and task != "label2image":
+        raise VolumeError(f"{name}: a label map, but {loaded.model.task} needs an image")
     grid = volume
-    if task == "superres":
-        from napari_medgan.io.preprocess import resample_to_spacing
-
-        grid = resample_to_spacing(volume, volume.spacing / loaded.model.superres_factor)
-    image = np.asarray(loaded.normalizer.forward(np.asarray(grid.array, dtype=np.float32)),
+    image = np.asarray(loaded.normalizer.forward(np.asarray(volume.array, dtype=np.float32)),
                        dtype=np.float32)
+    if task == "superres":
+        # the thin grid of the thick voxels (physically placed) and the training operator's
+        # upsampling onto it: the network corrects exactly what it saw in training
+        from napari_medgan.data import superres
+
+        factors = loaded.model.superres_factors
+        shape, geometry = superres.highres_geometry(volume, factors)
+        up = superres.upsample(torch.from_numpy(image)[None, None], superres.factors_zyx(factors),
+                               superres.ESTIMATE_MODE)
+        grid = Volume(np.broadcast_to(np.zeros(1, np.float32), shape), source=volume.source,
+                      **geometry)
+        return up, grid
     if task == "inpaint":
         if mask is None:
             raise VolumeError(f"{name}: inpainting needs a mask (label layer or file) of the region")
         if mask.shape != volume.shape:
             raise VolumeError(f"{mask.source or 'mask'}: shape {mask.shape} does not match "
                               f"{name} {volume.shape}")
-        m = (np.asarray(mask.array) > 0).astype(np.float32)
-        return torch.from_numpy(np.stack([image * (1 - m), m]))[None], grid
+        from napari_medgan.data.datasets import fill_hole
+
+        m = torch.from_numpy((np.asarray(mask.array) > 0).astype(np.float32))[None, None]
+        filled = fill_hole(torch.from_numpy(image)[None, None], m)
+        return torch.cat([filled, m], 1), grid
     return torch.from_numpy(image)[None, None], grid
 
 

@@ -39,7 +39,11 @@ def test_every_task_batch_layout(task, patch):
     batch = data.sample_batch(3, np.random.default_rng(0))
     assert batch["image"].shape == (3, img_c, patch, patch, patch)
     assert batch["image"].dtype == torch.float32
-    assert batch["image"][:, 0].min() >= -1 and batch["image"][:, 0].max() <= 1
+    lo, hi = float(batch["image"][:, 0].min()), float(batch["image"][:, 0].max())
+    if cond_c:  # conditional tasks keep intensities beyond the preset's window (not clipped)
+        assert -1.5 < lo < -0.5 and 0.5 < hi < 1.5 and data.normalizer.clip is False
+    else:  # dcgan3d's tanh output: clipped to [-1, 1]
+        assert lo >= -1 and hi <= 1 and data.normalizer.clip is True
     if cond_c:
         assert batch["condition"].shape == (3, cond_c, patch, patch, patch)
         assert batch["condition"].dtype == torch.float32
@@ -70,19 +74,81 @@ def test_condition_rules():
     inpaint = build_training_data(make_run("inpaint")).sample_batch(4, rng)
     masked, mask = inpaint["condition"][:, 0], inpaint["condition"][:, 1]
     assert set(mask.unique().tolist()) == {0.0, 1.0}
-    assert torch.all(masked[mask == 1] == 0)
+    # known voxels exact; the hole holds the biharmonic fill of its surroundings, not zeros
     assert torch.equal(masked[mask == 0], inpaint["image"][:, 0][mask == 0])
-    # box edge = inpaint_fraction (0.35) of 16 -> 6 voxels
-    assert torch.all(mask.sum(dim=(1, 2, 3)) == 6 ** 3)
+    from napari_medgan.baselines import inpaint_biharmonic
 
-    noisy = build_training_data(make_run("denoise")).sample_batch(4, rng)
-    resid = (noisy["condition"] - noisy["image"]).std().item()
-    assert abs(resid - 0.15) < 0.02  # model.noise_std, normalised units
+    truth0 = inpaint["image"][0, 0].numpy()
+    fill0 = inpaint_biharmonic(np.where(mask[0].numpy() > 0, 0, truth0), mask[0].numpy() > 0)
+    np.testing.assert_allclose(masked[0].numpy(), fill0, atol=1e-5)
+    # one box per sample, each edge 0.6-1.2x inpaint_fraction (0.35) of 16 -> 3..7 voxels
+    for m in mask:
+        idx = m.nonzero()
+        edges = (idx.max(0).values - idx.min(0).values + 1).tolist()
+        assert all(3 <= e <= 7 for e in edges) and m.sum() == np.prod(edges)
 
-    sr = build_training_data(make_run("superres")).sample_batch(4, rng)
-    pooled = torch.nn.functional.avg_pool3d(sr["image"], 2)
-    assert torch.allclose(torch.nn.functional.avg_pool3d(sr["condition"], 2), pooled, atol=0.35)
+    noisy = build_training_data(make_run("denoise")).sample_batch(64, rng)
+    resid = (noisy["condition"] - noisy["image"]).flatten(1).std(1)
+    # model.noise_std 0.1 (normalised units), drawn per sample from 0.5-1.5x
+    assert 0.045 <= resid.min() and resid.max() <= 0.16 and abs(resid.mean() - 0.1) < 0.015
+
+    sr_data = build_training_data(make_run("superres"))
+    sr = sr_data.sample_batch(4, rng)
+    # smoother than the truth, and its local means survive (it is the truth, box-averaged
+    # and interpolated back)
     assert sr["condition"].diff(dim=-1).abs().mean() < sr["image"].diff(dim=-1).abs().mean()
+    pooled = torch.nn.functional.avg_pool3d(sr["image"], 4)
+    torch.testing.assert_close(torch.nn.functional.avg_pool3d(sr["condition"], 4), pooled,
+                               atol=0.2, rtol=0)
+
+
+def test_superres_inputs_come_from_context_and_flip_with_the_patch():
+    from napari_medgan.data.superres import degrade
+
+    run = make_run("superres", patch=16, size=32)
+    run.model.superres_factors = (1, 1, 4)
+    data = build_training_data(run)
+    start = (8, 8, 8)
+    patch, low = data._superres_pair(0, start, ())
+    np.testing.assert_array_equal(patch, data.volumes[0][8:24, 8:24, 8:24])
+    # interpolated from real neighbours: the degradation of the whole (32-voxel) z extent,
+    # not of the patch alone, whose replicated borders differ
+    whole = degrade(torch.from_numpy(data.volumes[0][:, 8:24, 8:24])[None, None], (4, 1, 1))
+    np.testing.assert_allclose(low, whole[0, 0, 8:24].numpy(), atol=1e-5)
+    alone = degrade(torch.from_numpy(patch.copy())[None, None], (4, 1, 1))[0, 0].numpy()
+    assert np.abs(alone - low)[:2].max() > 1e-3
+    # flipping the pair flips the patch and its input together
+    f_patch, f_low = data._superres_pair(0, start, (0, 2))
+    np.testing.assert_array_equal(f_patch, np.flip(patch, (0, 2)))
+    np.testing.assert_allclose(f_low, np.flip(low, (0, 2)), atol=1e-5)
+
+
+def test_rician_noise_is_a_magnitude():
+    run = make_run("denoise")
+    run.model.noise, run.model.noise_std = "rician", 0.2
+    data = build_training_data(run)
+    batch = data.sample_batch(16, np.random.default_rng(1))
+    zero = data.zero_level
+    # magnitudes never fall below the zero level, and air (at the zero level) gets brighter
+    assert float(batch["condition"].min()) >= zero - 1e-5
+    air = batch["image"] <= zero + 1e-3
+    assert air.any() and float((batch["condition"][air] - zero).mean()) > 0.05
+
+
+def test_pairs_are_flipped_together():
+    run = make_run("label2image")
+    data = build_training_data(run)
+    batch = data.sample_batch(32, np.random.default_rng(2))
+    # the image is still consistent with its one-hot labels after flips: class means as unflipped
+    lab = batch["condition"].argmax(1)
+    img = batch["image"][:, 0]
+    bright = [float(img[lab == k].mean()) for k in (1, 5) if (lab == k).any()]
+    assert len(bright) == 2 and abs(bright[0] - bright[1]) > 0.1
+    run.data.flip = False
+    plain = build_training_data(run)
+    a = plain.sample_batch(4, np.random.default_rng(3))["image"]
+    b = data.sample_batch(4, np.random.default_rng(3))["image"]
+    assert not torch.equal(a, b)
 
 
 def test_translate_pairs_mr_source_with_ct_target():

@@ -17,17 +17,17 @@ CASES = [
     (dict(name="dcgan3d", task="joint", num_classes=3, patch_size=32), (128, 4),
      (1, 4, 32, 32, 32), (1, 1)),
     (dict(name="pix2pix3d", task="label2image", num_classes=8, patch_size=16), (8, 1),
-     (1, 1, 16, 16, 16), (1, 1, 2, 2, 2)),
+     (1, 1, 16, 16, 16), (1, 9)),  # two-scale PatchGAN: 2^3 + 1^3 logits
     (dict(name="pix2pix3d", task="translate", patch_size=32), (1, 1), (1, 1, 32, 32, 32),
-     (1, 1, 4, 4, 4)),
+     (1, 72)),  # 4^3 + 2^3
     (dict(name="pix2pix3d", task="denoise", patch_size=16), (1, 1), (1, 1, 16, 16, 16),
-     (1, 1, 2, 2, 2)),
+     (1, 9)),
     (dict(name="pix2pix3d", task="superres", patch_size=32), (1, 1), (1, 1, 32, 32, 32),
-     (1, 1, 4, 4, 4)),
+     (1, 72)),
     (dict(name="pix2pix3d", task="inpaint", patch_size=16), (2, 1), (1, 1, 16, 16, 16),
-     (1, 1, 2, 2, 2)),
+     (1, 9)),
     (dict(name="pix2pix3d", task="inpaint", patch_size=32, spectral_norm=False), (2, 1),
-     (1, 1, 32, 32, 32), (1, 1, 4, 4, 4)),
+     (1, 1, 32, 32, 32), (1, 72)),
 ]
 
 
@@ -68,7 +68,7 @@ def _count(module: torch.nn.Module) -> int:
 @pytest.mark.parametrize("kwargs, g_range, d_range", [
     # Sensible sizes at the default patch 32 / channels 32 (millions of parameters).
     (dict(name="dcgan3d"), (2.5e6, 4.5e6), (0.4e6, 1.0e6)),
-    (dict(name="pix2pix3d", task="translate"), (3e6, 7e6), (0.8e6, 1.6e6)),
+    (dict(name="pix2pix3d", task="translate"), (0.4e6, 1.0e6), (1.8e6, 3.0e6)),
 ])
 def test_parameter_counts_are_sensible(kwargs, g_range, d_range):
     cfg = ModelConfig(patch_size=32, channels=32, **kwargs)

@@ -1,4 +1,4 @@
-"""3D pix2pix U-Net generator and PatchGAN discriminator: shapes, sizes, overfit sanity."""
+"""Conditional family: the per-task generator table, PatchGAN and two-scale discriminator."""
 
 from __future__ import annotations
 
@@ -6,37 +6,25 @@ import pytest
 import torch
 from torch import nn
 
-from napari_medgan.models.pix2pix3d import PatchDiscriminator3D, UNetGenerator3D
-
-# (kwargs, input shape, expected output shape)
-GENERATOR_CASES = [
-    (dict(in_channels=1, channels=4), (2, 1, 16, 16, 16), (2, 1, 16, 16, 16)),
-    (dict(in_channels=1, channels=4), (1, 1, 32, 32, 32), (1, 1, 32, 32, 32)),
-    (dict(in_channels=2, channels=4), (2, 2, 16, 16, 16), (2, 1, 16, 16, 16)),   # inpaint
-    (dict(in_channels=8, channels=4), (1, 8, 32, 32, 32), (1, 1, 32, 32, 32)),   # label2image
-    (dict(in_channels=1, channels=4), (1, 1, 16, 32, 48), (1, 1, 16, 32, 48)),   # non-cubic
-    (dict(in_channels=1, channels=4, num_res_units=1), (1, 1, 64, 64, 64), (1, 1, 64, 64, 64)),
-    (dict(in_channels=1, channels=4, num_res_units=0, dropout=0.2), (2, 1, 16, 16, 16),
-     (2, 1, 16, 16, 16)),
-    (dict(in_channels=2, channels=4, residual=True), (1, 2, 16, 16, 16), (1, 1, 16, 16, 16)),
-]
+from napari_medgan.config import ModelConfig
+from napari_medgan.models.pix2pix3d import (
+    GENERATORS,
+    MultiScalePatchDiscriminator3D,
+    PatchDiscriminator3D,
+    build_discriminator,
+    build_generator,
+    channels_for,
+)
+from napari_medgan.models.residual_unet3d import ResidualUNet3D
+from napari_medgan.models.spade3d import SPADEGenerator3D
 
 DISCRIMINATOR_CASES = [
     (dict(in_channels=2, channels=4), (2, 2, 16, 16, 16), (2, 1, 2, 2, 2)),
     (dict(in_channels=2, channels=4, spectral_norm=False), (2, 2, 16, 16, 16), (2, 1, 2, 2, 2)),
     (dict(in_channels=2, channels=4), (1, 2, 32, 32, 32), (1, 1, 4, 4, 4)),
-    (dict(in_channels=3, channels=4, spectral_norm=False), (1, 3, 32, 32, 32), (1, 1, 4, 4, 4)),
     (dict(in_channels=9, channels=4), (1, 9, 16, 32, 48), (1, 1, 2, 4, 6)),
     (dict(in_channels=2, channels=4, num_layers_d=2), (1, 2, 16, 16, 16), (1, 1, 4, 4, 4)),
 ]
-
-
-@pytest.mark.parametrize("kwargs, in_shape, expected", GENERATOR_CASES)
-def test_unet_generator_shape_and_range(kwargs, in_shape, expected):
-    g = UNetGenerator3D(**kwargs)
-    out = g(torch.randn(in_shape))
-    assert out.shape == expected
-    assert out.min() >= -1 and out.max() <= 1
 
 
 @pytest.mark.parametrize("kwargs, in_shape, expected", DISCRIMINATOR_CASES)
@@ -64,58 +52,41 @@ def test_patch_discriminator_spectral_norm_on_off():
     assert len(convs) == 5 and all(hasattr(m, "parametrizations") for m in convs)
     assert not any(hasattr(m, "parametrizations") for m in without.modules())
     assert any(isinstance(m, nn.InstanceNorm3d) for m in without.modules())
-    assert not any(isinstance(m, nn.InstanceNorm3d) for m in with_sn.modules())
 
 
-def test_residual_generator_starts_near_identity():
-    g = UNetGenerator3D(in_channels=1, channels=4, residual=True)
-    for p in g.net.parameters():  # a zero network makes the residual path exact
-        nn.init.zeros_(p)
-    x = torch.rand(1, 1, 16, 16, 16) * 1.6 - 0.8
-    torch.testing.assert_close(g(x), x, atol=1e-5, rtol=1e-5)
+@pytest.mark.parametrize("in_shape, n_logits", [((2, 3, 16, 16, 16), 8 + 1),
+                                                ((1, 3, 32, 32, 32), 64 + 8)])
+def test_multiscale_discriminator_judges_two_scales(in_shape, n_logits):
+    d = MultiScalePatchDiscriminator3D(in_channels=3, channels=4)
+    x = torch.randn(in_shape, requires_grad=True)
+    logits = d(x)
+    assert logits.shape == (in_shape[0], n_logits)
+    logits.sum().backward()
+    assert torch.isfinite(x.grad).all()
+    feats = d.features(x)
+    assert len(feats) == 8  # 4 intermediate maps per scale, logits excluded
+    assert feats[4].shape[2:] == tuple(s // 4 for s in in_shape[2:])  # coarse scale: half size
 
 
-@pytest.mark.parametrize("shape, match", [
-    ((1, 1, 20, 16, 16), "divisible by 8"),
-    ((1, 2, 16, 16, 16), r"\(B, 1, D, H, W\)"),
-    ((1, 16, 16, 16), "5-D"),
+@pytest.mark.parametrize("task, kind, base", [
+    ("label2image", SPADEGenerator3D, None),
+    ("superres", ResidualUNet3D, "identity"),
+    ("denoise", ResidualUNet3D, "identity"),
+    ("inpaint", ResidualUNet3D, "inpaint"),
+    ("translate", ResidualUNet3D, "intensity_map"),
 ])
-def test_generator_rejects_bad_input(shape, match):
-    g = UNetGenerator3D(in_channels=1, channels=4)
-    with pytest.raises(ValueError, match=match):
-        g(torch.randn(shape))
+def test_generator_chosen_per_task(task, kind, base):
+    assert set(GENERATORS) == {"label2image", "superres", "denoise", "inpaint", "translate"}
+    cfg = ModelConfig(name="pix2pix3d", task=task, num_classes=5, channels=4, patch_size=16)
+    g, d = build_generator(cfg), build_discriminator(cfg)
+    assert isinstance(g, kind) and getattr(g, "base", None) == base
+    cond, out = channels_for(cfg)
+    x = torch.rand(2, cond, 16, 16, 16)
+    y = g(x)
+    assert y.shape == (2, out, 16, 16, 16)
+    assert d(y, x).shape[0] == 2
 
 
-@pytest.mark.parametrize("kwargs, field", [
-    (dict(in_channels=0), "in_channels"),
-    (dict(in_channels=1, out_channels=2, residual=True), "out_channels"),
-])
-def test_generator_bad_arguments(kwargs, field):
-    with pytest.raises(ValueError, match=field):
-        UNetGenerator3D(**kwargs)
-
-
-@pytest.mark.parametrize("kwargs, field", [
-    (dict(in_channels=0), "in_channels"),
-    (dict(in_channels=2, kernel_size=4), "kernel_size"),
-    (dict(in_channels=2, num_layers_d=0), "num_layers_d"),
-])
-def test_discriminator_bad_arguments(kwargs, field):
-    with pytest.raises(ValueError, match=field):
-        PatchDiscriminator3D(**kwargs)
-
-
-def test_generator_overfits_a_fixed_pair():
-    """A few Adam steps with L1 on one (condition, target) pair must lower the L1."""
-    g = UNetGenerator3D(in_channels=1, channels=4, num_res_units=1)
-    cond = torch.rand(1, 1, 16, 16, 16) * 2 - 1
-    target = -cond  # an easy, spatially aligned mapping
-    opt = torch.optim.Adam(g.parameters(), lr=1e-2)
-    losses = []
-    for _ in range(20):
-        loss = (g(cond) - target).abs().mean()
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-        losses.append(loss.item())
-    assert losses[-1] < 0.75 * losses[0], losses
+def test_channels_for_needs_resolved_classes():
+    with pytest.raises(ValueError, match="num_classes"):
+        channels_for(ModelConfig(name="pix2pix3d", task="label2image", num_classes=0))

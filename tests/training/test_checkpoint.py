@@ -470,3 +470,21 @@ def test_map_location_cuda(tmp_path):
     first = torch.rand(4, device="cuda")
     restore_rng(saved)
     assert torch.equal(torch.rand(4, device="cuda"), first)
+
+
+def test_old_pix2pix_layout_is_refused_with_one_line(tmp_path, tiny_run):
+    import json
+
+    from napari_medgan.training import events as ev_
+    from napari_medgan.training.inference import load_generator
+    from napari_medgan.training.trainer import Trainer
+
+    run = tiny_run(tmp_path / "run", model="pix2pix3d", task="denoise", steps=1)
+    [e for e in Trainer(run).run() if isinstance(e, ev_.DoneEvent)]
+    state = next((tmp_path / "run" / "checkpoints").glob("step-*")) / "state.json"
+    doc = json.loads(state.read_text())
+    del doc["state"]["model_layout"]  # as napari-medgan 0.1 wrote it
+    state.write_text(json.dumps(doc))
+    with pytest.raises(CheckpointError, match=r"layout 1.*builds layout 2.*retrain") as info:
+        load_generator(state.parent)
+    assert "\n" not in str(info.value) and str(state.parent) in str(info.value)

@@ -57,13 +57,6 @@ def test_every_conditional_task_trains(tmp_path, task, tiny_run):
     assert preview.volumes[0].shape == (16, 16, 16) and len(preview.conditions) == 2
 
 
-def test_pix2pix_learns_label2image(tmp_path, tiny_run):
-    run = tiny_run(tmp_path / "run", model="pix2pix3d", task="label2image", steps=30, lr_g=2e-3,
-                   preview_every=40, checkpoint_every=100, augment=False)
-    l1 = [e.losses["L1"] for e in Trainer(run).run() if isinstance(e, ev.StepEvent)]
-    assert np.mean(l1[-5:]) < 0.8 * np.mean(l1[:3]), l1
-
-
 def test_resume_continues_exactly(tmp_path, tiny_run):
     full = [e for e in Trainer(tiny_run(tmp_path / "a", steps=5)).run()
             if isinstance(e, ev.StepEvent)]

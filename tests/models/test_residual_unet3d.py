@@ -1,0 +1,62 @@
+"""Residual U-Net: an untrained network equals its classical estimate; inpainting keeps every
+known voxel exactly; the intensity map is the histogram-matching map of the training pairs."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from napari_medgan.models.residual_unet3d import ResidualUNet3D, apply_intensity_map
+
+
+@pytest.mark.parametrize("base, in_channels", [("identity", 1), ("intensity_map", 1),
+                                               ("inpaint", 2)])
+def test_untrained_network_is_its_estimate(base, in_channels):
+    g = ResidualUNet3D(in_channels, channels=4, base=base)
+    x = torch.rand(2, in_channels, 16, 16, 16) * 2 - 1
+    torch.testing.assert_close(g(x), x[:, :1], atol=1e-6, rtol=0)
+
+
+def test_inpaint_keeps_known_voxels_bit_identical_even_after_training():
+    torch.manual_seed(0)
+    g = ResidualUNet3D(2, channels=4, base="inpaint")
+    for p in g.parameters():  # a trained (non-zero) network must still not touch known voxels
+        torch.nn.init.normal_(p, std=0.1)
+    image = torch.rand(1, 1, 16, 16, 16)
+    mask = torch.zeros_like(image)
+    mask[..., 4:10, 5:11, 3:9] = 1
+    out = g(torch.cat([image, mask], 1))  # channel 0: the (already filled) image
+    known = mask == 0
+    assert torch.equal(out[known], image[known])
+    assert not torch.equal(out[~known], image[~known])  # the hole gets the correction
+
+
+def test_intensity_map_matches_histograms():
+    class Data:
+        condition_volumes = [np.linspace(-1, 1, 4096, dtype=np.float32).reshape(16, 16, 16)]
+        volumes = [np.linspace(-1, 1, 4096, dtype=np.float32).reshape(16, 16, 16) ** 3]
+
+    g = ResidualUNet3D(1, channels=4, base="intensity_map")
+    g.fit_to_data(Data())
+    src = torch.from_numpy(Data.condition_volumes[0])[None, None]
+    out = g(src)
+    torch.testing.assert_close(out, src ** 3, atol=2e-3, rtol=0)  # source -> target quantiles
+    y = apply_intensity_map(torch.linspace(-2, 2, 101), g.map_x, g.map_y)
+    assert bool((y[1:] >= y[:-1]).all())  # monotone, constant beyond the knots
+
+
+@pytest.mark.parametrize("kwargs, field", [
+    (dict(in_channels=2, base="identity"), "in_channels"),
+    (dict(in_channels=1, base="inpaint"), "in_channels"),
+    (dict(in_channels=1, base="nearest"), "base"),
+    (dict(in_channels=1, out_channels=2), "out_channels"),
+])
+def test_bad_arguments(kwargs, field):
+    with pytest.raises(ValueError, match=field):
+        ResidualUNet3D(channels=4, **kwargs)
+
+
+def test_rejects_indivisible_input():
+    with pytest.raises(ValueError, match="divisible by 4"):
+        ResidualUNet3D(1, channels=4)(torch.rand(1, 1, 18, 16, 16))

@@ -1,0 +1,90 @@
+"""SPADE generator: the label map reaches every layer, and an untrained network is the lookup."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+
+from napari_medgan.models.spade3d import SPADE3d, SPADEGenerator3D
+
+
+def _one_hot(labels: torch.Tensor, k: int) -> torch.Tensor:
+    return F.one_hot(labels.long(), k).permute(0, 4, 1, 2, 3).float()
+
+
+@pytest.mark.parametrize("kwargs, in_shape", [
+    (dict(in_channels=4, channels=4), (2, 4, 16, 16, 16)),
+    (dict(in_channels=8, channels=4), (1, 8, 32, 32, 32)),
+    (dict(in_channels=3, channels=4, levels=3), (1, 3, 16, 32, 48)),
+])
+def test_shapes(kwargs, in_shape):
+    g = SPADEGenerator3D(**kwargs)
+    assert g(torch.rand(in_shape)).shape == (in_shape[0], 1, *in_shape[2:])
+
+
+def test_untrained_generator_is_the_class_mean_lookup():
+    g = SPADEGenerator3D(in_channels=3, channels=4)
+    g.class_means.copy_(torch.tensor([-1.0, 0.2, 0.7]))
+    labels = torch.randint(0, 3, (2, 16, 16, 16))
+    out = g(_one_hot(labels, 3))
+    torch.testing.assert_close(out[:, 0], g.class_means[labels])
+
+
+def test_modulation_tells_uniform_regions_apart():
+    """Instance norm maps any uniform feature region to 0; SPADE's label-dependent scale and
+    shift must give different outputs for different classes (Park et al. 2019, section 3)."""
+    torch.manual_seed(0)
+    norm = SPADE3d(channels=4, label_channels=3)
+    features = torch.ones(1, 4, 8, 8, 8)
+    a = norm(features, _one_hot(torch.zeros(1, 8, 8, 8), 3))
+    b = norm(features, _one_hot(torch.full((1, 8, 8, 8), 2), 3))
+    assert torch.nn.InstanceNorm3d(4)(features).abs().max() == 0  # plain norm erases it
+    assert (a - b).abs().mean() > 1e-3
+
+
+def test_correction_learns_what_the_lookup_cannot():
+    """Fit a target that varies inside a class: L1 falls well below the lookup's."""
+    torch.manual_seed(0)
+    labels = torch.zeros(1, 16, 16, 16, dtype=torch.long)
+    labels[:, 4:12, 4:12, 4:12] = 1
+    target = torch.where(labels == 1, 0.5, -0.8)[:, None].float()
+    target = target + 0.3 * torch.linspace(-1, 1, 16)[None, None, None, None, :]  # a gradient
+    g = SPADEGenerator3D(in_channels=2, channels=8)
+    g.class_means.copy_(torch.tensor([-0.8, 0.5]))
+    x = _one_hot(labels, 2)
+    start = (g(x) - target).abs().mean().item()
+    opt = torch.optim.Adam(g.parameters(), lr=3e-3)
+    for _ in range(60):
+        loss = (g(x) - target).abs().mean()
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    assert loss.item() < 0.5 * start, (start, loss.item())
+
+
+def test_fit_to_data_sets_class_means():
+    class Data:
+        volumes = [np.array([[[0.0, 1.0], [1.0, 3.0]]], dtype=np.float32)]
+        label_arrays = [np.array([[[0, 1], [1, 1]]], dtype=np.uint8)]
+
+    g = SPADEGenerator3D(in_channels=3, channels=4)
+    g.fit_to_data(Data())
+    # class 2 is absent: it gets the overall mean
+    torch.testing.assert_close(g.class_means, torch.tensor([0.0, 5 / 3, 1.25]))
+
+
+@pytest.mark.parametrize("kwargs, field", [(dict(in_channels=1), "in_channels"),
+                                           (dict(in_channels=3, out_channels=2), "out_channels"),
+                                           (dict(in_channels=3, levels=0), "levels")])
+def test_bad_arguments(kwargs, field):
+    with pytest.raises(ValueError, match=field):
+        SPADEGenerator3D(**kwargs)
+
+
+@pytest.mark.parametrize("shape, match", [((1, 3, 18, 16, 16), "divisible by 4"),
+                                          ((1, 2, 16, 16, 16), r"\(B, 3, D, H, W\)")])
+def test_rejects_bad_input(shape, match):
+    with pytest.raises(ValueError, match=match):
+        SPADEGenerator3D(in_channels=3, channels=4)(torch.rand(shape))
