@@ -1,11 +1,14 @@
 """The "Synthesize & Compare" widget: sample from a checkpoint (or run a conditional model over
-a condition layer), show real and synthetic volumes side by side, score them, save them."""
+a condition layer, next to the classical baseline its task replaces), show real and synthetic
+volumes side by side, score them, save them."""
 
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass, field
 
 from qtpy.QtWidgets import (
+    QCheckBox,
     QFileDialog,
     QFormLayout,
     QLabel,
@@ -23,6 +26,7 @@ from napari_medgan._widgets._common import (
     expected_errors,
     follow_session,
     layer_to_volume,
+    one_line,
     report_error,
     results_table,
     run_in_thread,
@@ -32,6 +36,17 @@ from napari_medgan._widgets._common import (
 from napari_medgan._widgets._set_metrics import SetMetricsWidget
 
 SYNTHETIC_KEY = "medgan_synthetic"
+#: Field of a baseline layer's ``SYNTHETIC_KEY`` tag naming the classical method. The tag keeps
+#: baselines out of the real sets (set metrics, reader study); they are never in ``synthetic``.
+BASELINE_FIELD = "baseline"
+BASELINE_TIP = "Also run the classical method this model's task replaces on the condition, " \
+               "show it as a layer and score it like the model"
+
+
+def is_baseline_layer(layer) -> bool:
+    """True for a classical-baseline layer added by this widget (not a model sample)."""
+    tag = layer.metadata.get(SYNTHETIC_KEY)
+    return isinstance(tag, dict) and BASELINE_FIELD in tag
 
 
 class SynthesizeWidget(QWidget):
@@ -41,7 +56,8 @@ class SynthesizeWidget(QWidget):
         super().__init__()
         self.viewer, self.session = napari_viewer, session_for(napari_viewer)
         self.loaded: tuple | None = None  # (path as typed, LoadedModel), once read
-        self.synthetic: list[str] = []  # layer names from the last synthesis
+        self.synthetic: list[str] = []  # layer names from the last synthesis (model output)
+        self.baselines: list[str] = []  # classical-baseline layer names, same synthesis
         self._hidden: list[str] = []  # layers hidden by "Side by side", shown again after
         self.checkpoint = PathPicker("file_or_dir", "checkpoint or run folder",
                                      "Checkpoints (*.safetensors *.json)")
@@ -51,11 +67,14 @@ class SynthesizeWidget(QWidget):
         self.reference = LayerCombo(("image",), none="(checkpoint reference)")
         self.condition = LayerCombo(("labels", "image"))
         self.mask = LayerCombo(("labels",), none="(no mask)")
+        self.show_baseline = QCheckBox("Show classical baseline")
+        self.show_baseline.setChecked(True)
+        self.show_baseline.setToolTip(BASELINE_TIP)
         self.form = form = QFormLayout()
         for label, w in (("Checkpoint", self.checkpoint), ("", self.model_info),
                          ("Samples", self.count), ("Seed", self.seed),
                          ("Real reference", self.reference), ("Condition", self.condition),
-                         ("Inpaint mask", self.mask)):
+                         ("Inpaint mask", self.mask), ("", self.show_baseline)):
             form.addRow(label, w)
         self.synth_btn, self.side_btn = QPushButton("Synthesize"), QPushButton("Side by side")
         self.save_btn = QPushButton("Save selected as NIfTI")
@@ -64,7 +83,9 @@ class SynthesizeWidget(QWidget):
         self.side_btn.toggled.connect(self._on_side_by_side)
         self.save_btn.clicked.connect(lambda: self._on_save())
         buttons = button_row(self.synth_btn, self.side_btn, self.save_btn)
-        self.table = results_table(["synthetic layer", "PSNR (dB)", "SSIM"], stretch=1,
+        self.against = QLabel("")  # the real layer the table's figures are against
+        self.against.setWordWrap(True)
+        self.table = results_table(["method", "PSNR (dB)", "SSIM", "MAE"], stretch=1,
                                    height=150)
         self.status = QLabel("")
         self.status.setWordWrap(True)
@@ -72,6 +93,7 @@ class SynthesizeWidget(QWidget):
         layout = QVBoxLayout(self)
         layout.addLayout(form)
         layout.addLayout(buttons)
+        layout.addWidget(self.against)
         layout.addWidget(self.table)
         layout.addWidget(self.set_metrics)
         layout.addWidget(self.status)
@@ -97,15 +119,23 @@ class SynthesizeWidget(QWidget):
                           errored=lambda exc: self.model_info.setText(f"cannot load: {exc}"))
 
     def _on_loaded(self, result) -> None:
+        from napari_medgan.baselines import BASELINES
+
         if result[0] != self.checkpoint.path():
             return  # the path changed while this one was loading
         self.loaded, loaded = result, result[1]
         m = loaded.model
         self.model_info.setText(f"{m.name}/{m.task}, step {loaded.step}, patch {m.patch_size}^3")
         for w, used in ((self.count, not m.conditional), (self.seed, not m.conditional),
-                        (self.condition, m.conditional), (self.mask, m.task == "inpaint")):
+                        (self.condition, m.conditional), (self.mask, m.task == "inpaint"),
+                        (self.show_baseline, m.conditional)):
             w.setVisible(used)  # only the inputs this model takes
-            self.form.labelForField(w).setVisible(used)
+            if (label := self.form.labelForField(w)) is not None:  # none for a "" label
+                label.setVisible(used)
+        names = BASELINES.get(m.task, ())
+        self.show_baseline.setToolTip(
+            f"{m.task} is judged against {' and '.join(names)}: add them as layers next to "
+            "the model's result and score them the same way" if names else BASELINE_TIP)
 
     def _on_synthesize(self) -> None:
         path = self.checkpoint.path()
@@ -123,26 +153,41 @@ class SynthesizeWidget(QWidget):
         self.synth_btn.setEnabled(False)
         self.status.setText("synthesizing...")
         run_in_thread(_synthesize, path, cached, self.count.value(), self.seed.value(), ref,
-                      cond, mask, returned=self._on_synthesized,
+                      cond, mask, self.show_baseline.isChecked(), returned=self._on_synthesized,
                       errored=lambda exc: self.status.setText(report_error("Synthesize", exc)),
                       finished=lambda: self.synth_btn.setEnabled(True))
 
-    def _on_synthesized(self, result) -> None:
-        path, loaded, volumes, rows = result
-        self._on_loaded((path, loaded))
-        self.synthetic = []
+    def _on_synthesized(self, result: Synthesis) -> None:
+        loaded = result.loaded
+        self._on_loaded((result.path, loaded))
+        self.synthetic, self.baselines = [], []
         self.set_metrics.clear()  # its figures were for the previous set
         tag = {"checkpoint": str(loaded.path), "step": loaded.step, "seed": self.seed.value()}
-        for vol in volumes:
+        for vol in result.volumes:
             name = f"{vol.source} (step {loaded.step})"
             layer = add_volume_layer(self.viewer, vol, name, metadata={SYNTHETIC_KEY: tag})
             self.synthetic.append(layer.name)
-        self.table.setRowCount(len(rows))
-        for i, (name, psnr, ssim) in enumerate(rows):
-            cells = (f"{name} (step {loaded.step})", _fmt(psnr, 2), _fmt(ssim, 3))
+        for method, vol in result.baselines.items():
+            provenance = {BASELINE_FIELD: method, "condition": result.condition,
+                          "checkpoint": str(loaded.path), "step": loaded.step}
+            layer = add_volume_layer(self.viewer, vol,
+                                     f"{result.condition} \u00b7 {method} (baseline)",
+                                     metadata={SYNTHETIC_KEY: provenance})
+            self.baselines.append(layer.name)
+        self.table.setRowCount(len(result.rows))
+        for i, (method, is_baseline, figures) in enumerate(result.rows):
+            label = f"{method} (baseline)" if is_baseline else f"{method} (step {loaded.step})"
+            cells = [label] + [_fmt(figures[key] if figures else math.nan, spec)
+                               for key, spec in (("PSNR", ".2f"), ("SSIM", ".3f"),
+                                                 ("MAE", ".4g"))]
             for j, text in enumerate(cells):
                 self.table.setItem(i, j, QTableWidgetItem(text))
-        self.status.setText(f"{len(volumes)} volume(s) from {loaded.path}")
+        where = " (inside the inpainting mask)" if result.in_mask else ""
+        self.against.setText(f"against {result.reference}{where}" if result.rows else "")
+        parts = [f"{len(result.volumes)} volume(s) from {loaded.path}"]
+        if result.baselines:
+            parts.append(f"baseline(s): {', '.join(result.baselines)}")
+        self.status.setText("; ".join(parts + result.notes))
 
     def _on_side_by_side(self, on: bool = True) -> None:
         """Real reference and synthetic layers in napari's grid; off: back to one canvas."""
@@ -150,7 +195,7 @@ class SynthesizeWidget(QWidget):
             self.leave_grid()
             return
         real = self.reference.layer_name()
-        shown = [n for n in self.synthetic if n in self.viewer.layers]
+        shown = [n for n in self.synthetic + self.baselines if n in self.viewer.layers]
         if real is None or not shown:
             self.status.setText(report_error("Side by side", ValueError(
                 "choose a real reference layer and synthesize first")))
@@ -159,9 +204,9 @@ class SynthesizeWidget(QWidget):
         self.show_in_grid(real, shown)
 
     def show_in_grid(self, real: str, shown: list[str]) -> None:
-        """Layer ``real`` (top left) and ``shown`` alone in napari's grid, with the real
-        layer's contrast limits and colormap (dims, hence the slice, are shared); the other
-        layers are hidden until :meth:`leave_grid`. Also used by "Show nearest real"."""
+        """Layer ``real`` (top left) and ``shown`` alone in napari's grid, in that order, with
+        the real layer's contrast limits and colormap (dims, hence the slice, are shared); the
+        other layers are hidden until :meth:`leave_grid`. Also used by "Show nearest real"."""
         if self.side_btn.isChecked():
             self.leave_grid()  # restore first, so the layers hidden before are not forgotten
         ref = self.viewer.layers[real]
@@ -172,7 +217,10 @@ class SynthesizeWidget(QWidget):
         self._hidden = [ly.name for ly in self.viewer.layers if ly.visible and ly.name not in keep]
         for layer in self.viewer.layers:
             layer.visible = layer.name in keep
-        self.viewer.layers.move(self.viewer.layers.index(ref), 0)  # first cell: top left
+        layers = self.viewer.layers
+        for i, name in enumerate([real, *shown]):  # grid cells follow the layer order
+            if layers.index(name) != i:
+                layers.move(layers.index(name), i)  # real first: top left
         grid = self._grid()
         grid.stride, grid.enabled = 1, True
         self._set_checked(True)
@@ -223,34 +271,78 @@ def _load(path: str):
     return path, load_generator(path)
 
 
-def _synthesize(path, loaded, n, seed, reference, condition, mask):
-    """Worker: sample (or translate), then PSNR/SSIM against the real reference."""
+@dataclass
+class Synthesis:
+    """What the worker hands the main thread."""
+
+    path: str
+    loaded: object  # LoadedModel
+    volumes: list  # the model's output: images (then label maps, joint models)
+    baselines: dict = field(default_factory=dict)  # baseline name -> Volume
+    rows: list = field(default_factory=list)  # (method, is baseline, judge figures or None)
+    notes: list = field(default_factory=list)  # one-line problems for the status line
+    reference: str | None = None  # the real layer the figures are against
+    condition: str | None = None  # the condition layer's name
+    in_mask: bool = False  # figures over the inpainting mask only
+
+
+def _synthesize(path, loaded, n, seed, reference, condition, mask, with_baselines=False):
+    """Worker: sample (or run the conditional model and, with ``with_baselines``, its
+    classical baselines), then score every image result against the real reference with
+    :func:`napari_medgan.evaluation.judge`."""
     import numpy as np
 
     from napari_medgan.training.inference import generate, synthesize_from
 
     loaded = loaded or _load(path)[1]
+    result = Synthesis(path, loaded, [],
+                       reference=reference.source if reference is not None else None,
+                       condition=condition.source if condition is not None else None)
+    if loaded.model.task != "inpaint":
+        mask = None  # a mask picked for an earlier model is not this model's input
     if loaded.model.conditional:
         if condition is None:
             raise ValueError(f"{loaded.model.task}: choose a condition layer")
-        volumes = [synthesize_from(loaded, condition, mask)]
+        result.volumes = [synthesize_from(loaded, condition, mask)]
+        if with_baselines:
+            from napari_medgan.evaluation import compute_baselines
+
+            try:
+                result.baselines = compute_baselines(loaded, condition, mask)
+            except (*expected_errors(), ImportError) as exc:
+                result.notes.append(f"baseline: {one_line(exc)}")
     else:
         images, labels = generate(loaded, n, seed=seed, reference=reference)
-        volumes = images + labels
-    rows = []
+        result.volumes = images + labels
     if reference is not None:
-        from napari_medgan.metrics.image import compute_psnr, compute_ssim
+        region = None
+        if mask is not None and mask.shape == reference.shape:
+            region = np.asarray(mask.array) > 0  # inpainting: only the filled hole is news
+        result.in_mask = region is not None
+        results = [(v.source, False, v) for v in result.volumes if not v.is_label]
+        results += [(name, True, v) for name, v in result.baselines.items()]
+        result.rows, problems = _judge_rows(reference, results, region)
+        if problems:
+            result.notes.append(f"n/a for {len(problems)} result(s): {problems[0]}")
+    return result
 
-        real = np.asarray(reference.array, dtype=np.float32)
-        data_range = float(real.max() - real.min()) or 1.0
-        for vol in (v for v in volumes if not v.is_label):
-            same = vol.shape == real.shape
-            psnr = compute_psnr(vol.array, real, data_range) if same else math.nan
-            ssim = compute_ssim(vol.array, real, data_range) if same and min(real.shape) >= 11 \
-                else math.nan
-            rows.append((vol.source, psnr, ssim))
-    return path, loaded, volumes, rows
+
+def _judge_rows(reference, results, region) -> tuple[list, list[str]]:
+    """``(rows, problems)``: one row per result, its figures None (and a problem line) when
+    it cannot be scored against the reference, e.g. another grid."""
+    from napari_medgan.evaluation import judge
+
+    rows, problems = [], []
+    for method, is_baseline, vol in results:
+        try:
+            figures = judge(reference, {method: vol}, region=region)[method]
+        except ValueError as exc:
+            text = one_line(exc)
+            problems.append(text if text.startswith(method) else f"{method}: {text}")
+            figures = None
+        rows.append((method, is_baseline, figures))
+    return rows, problems
 
 
-def _fmt(value: float, digits: int) -> str:
-    return "n/a" if math.isnan(value) else f"{value:.{digits}f}"
+def _fmt(value: float, spec: str) -> str:
+    return "n/a" if math.isnan(value) else format(value, spec)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
 from _widget_helpers import add_phantom_layers, error_messages
 
 
@@ -34,6 +35,7 @@ def test_synthesis_side_by_side_metrics_and_save(make_napari_viewer, qtbot, tmp_
         np.testing.assert_allclose(layer.translate, real.translate)
         assert layer.metadata["medgan_synthetic"]["step"] == 3
     assert "dcgan3d/synthesis, step 3" in widget.model_info.text()
+    assert widget.show_baseline.isHidden() and not widget.baselines  # unconditional: no baseline
     assert widget.table.rowCount() == 2
     assert float(widget.table.item(0, 1).text()) > 0  # PSNR in dB
     assert -1 <= float(widget.table.item(0, 2).text()) <= 1  # SSIM
@@ -96,3 +98,127 @@ def test_side_by_side_needs_a_reference(make_napari_viewer, notifications):
     widget._on_side_by_side(True)
     assert not widget.viewer.canvas.grid.enabled and not widget.side_btn.isChecked()
     assert error_messages(notifications)
+
+
+# ------------------------------------------------- conditional models next to their baselines
+@pytest.fixture(scope="module")
+def superres_model(tmp_path_factory):
+    """(run folder, LoadedModel) of a 2-step x2 super-resolution run on 32^3 phantoms."""
+    from napari_medgan.config import RunConfig
+    from napari_medgan.training.inference import load_generator
+    from napari_medgan.training.trainer import Trainer
+
+    out = tmp_path_factory.mktemp("superres") / "run"
+    run = RunConfig.from_dict({
+        "model": {"name": "pix2pix3d", "task": "superres", "patch_size": 16, "channels": 4,
+                  "superres_factors": [2, 2, 2]},
+        "data": {"phantom_count": 2, "phantom_size": 32},
+        "train": {"steps": 2, "batch_size": 1, "preview_every": 100, "checkpoint_every": 100,
+                  "device": "cpu"},
+        "out": str(out)})
+    for _ in Trainer(run).run():
+        pass
+    return str(out), load_generator(out, device="cpu")
+
+
+def _superres_viewer(make_napari_viewer, superres_model, reference="head HR"):
+    """A viewer with an HR phantom and its x2 LR version, the superres model loaded, LR as
+    the condition and ``reference`` as the real reference."""
+    from napari_medgan._widgets._common import add_volume_layer
+    from napari_medgan.data.phantom import make_head_phantom
+    from napari_medgan.data.superres import downsample_volume
+
+    viewer = make_napari_viewer()
+    widget = _open(viewer)
+    hr, _ = make_head_phantom((32, 32, 32), seed=3)
+    add_volume_layer(viewer, hr, "head HR")
+    add_volume_layer(viewer, downsample_volume(hr, (2, 2, 2)), "head LR")
+    widget.reset_choices()
+    path, loaded = superres_model
+    widget.checkpoint.edit.setText(path)  # no editingFinished: the model is already loaded
+    widget._on_loaded((path, loaded))
+    widget.condition.set_layer("head LR")
+    widget.reference.set_layer(reference)
+    return viewer, widget
+
+
+def _cells(widget, column):
+    return [widget.table.item(i, column).text() for i in range(widget.table.rowCount())]
+
+
+def test_superres_shows_and_scores_the_classical_baselines(make_napari_viewer, qtbot,
+                                                           notifications, superres_model):
+    from napari_medgan import evaluation
+    from napari_medgan._widgets._common import layer_to_volume
+    from napari_medgan._widgets._synthesize import SYNTHETIC_KEY, is_baseline_layer
+
+    viewer, widget = _superres_viewer(make_napari_viewer, superres_model)
+    assert not widget.show_baseline.isHidden() and widget.show_baseline.isChecked()
+    assert "trilinear" in widget.show_baseline.toolTip()
+    assert "cubic B-spline" in widget.show_baseline.toolTip()
+    _synthesize(qtbot, widget)
+    assert not error_messages(notifications), widget.status.text()
+
+    hr, lr = viewer.layers["head HR"], viewer.layers["head LR"]
+    assert len(widget.synthetic) == 1 and not is_baseline_layer(viewer.layers[widget.synthetic[0]])
+    assert widget.baselines == ["head LR \u00b7 trilinear (baseline)",
+                                "head LR \u00b7 cubic B-spline (baseline)"]
+    for name in widget.synthetic + widget.baselines:  # all on the HR grid, placed like it
+        layer = viewer.layers[name]
+        assert layer.data.shape == hr.data.shape
+        np.testing.assert_allclose(layer.scale, hr.scale)
+        np.testing.assert_allclose(layer.translate, hr.translate)
+    tag = viewer.layers[widget.baselines[0]].metadata[SYNTHETIC_KEY]
+    assert tag["baseline"] == "trilinear" and tag["condition"] == "head LR"
+    assert "baseline" not in viewer.layers[widget.synthetic[0]].metadata[SYNTHETIC_KEY]
+
+    # one row per method, against the HR layer, and the trilinear row is the core's figure
+    assert widget.table.rowCount() == 3
+    methods = _cells(widget, 0)
+    assert methods[1:] == ["trilinear (baseline)", "cubic B-spline (baseline)"]
+    psnr = [float(t) for t in _cells(widget, 1)]
+    assert all(np.isfinite(psnr)) and all(-1 <= float(t) <= 1 for t in _cells(widget, 2))
+    assert "head HR" in widget.against.text()
+    ref, cond = layer_to_volume(hr), layer_to_volume(lr)
+    direct = evaluation.judge(ref, evaluation.compute_baselines(superres_model[1], cond))
+    assert psnr[1] == pytest.approx(direct["trilinear"]["PSNR"], abs=0.006)
+    assert psnr[2] == pytest.approx(direct["cubic B-spline"]["PSNR"], abs=0.006)
+    assert abs(psnr[0] - psnr[1]) < 0.5  # an untrained residual net starts at trilinear
+
+    hr.contrast_limits = (0.1, 0.9)
+    widget._on_side_by_side(True)
+    grid, layers = viewer.canvas.grid, viewer.layers
+    assert grid.enabled and not lr.visible
+    cells = [grid.position(layers.index(n), layers) for n in ["head HR", *widget.synthetic,
+                                                              *widget.baselines]]
+    assert cells == [(0, 0), (0, 1), (1, 0), (1, 1)]  # reference, model, then the baselines
+    for name in widget.synthetic + widget.baselines:
+        assert layers[name].contrast_limits == hr.contrast_limits
+        assert layers[name].colormap.name == hr.colormap.name
+    widget._on_side_by_side(False)
+    assert lr.visible
+
+    # set metrics: the baselines are neither synthetic samples nor real volumes
+    assert widget.set_metrics.synthetic_layers() == widget.synthetic
+    assert sorted(widget.set_metrics.real_layers()) == ["head HR", "head LR"]
+
+
+def test_baseline_unchecked_gives_the_model_row_only(make_napari_viewer, qtbot, superres_model):
+    viewer, widget = _superres_viewer(make_napari_viewer, superres_model)
+    widget.show_baseline.setChecked(False)
+    _synthesize(qtbot, widget)
+    assert len(widget.synthetic) == 1 and widget.baselines == []
+    assert not [ly for ly in viewer.layers if "(baseline)" in ly.name]
+    assert widget.table.rowCount() == 1 and float(_cells(widget, 1)[0]) > 0
+
+
+def test_result_on_another_grid_reads_na_with_the_reason(make_napari_viewer, qtbot,
+                                                         notifications, superres_model):
+    viewer, widget = _superres_viewer(make_napari_viewer, superres_model, reference="head LR")
+    _synthesize(qtbot, widget)  # the results are on the HR grid, the reference on the LR one
+    assert len(widget.baselines) == 2 and widget.table.rowCount() == 3
+    for column in (1, 2, 3):
+        assert _cells(widget, column) == ["n/a"] * 3
+    status = widget.status.text()
+    assert "n/a for 3 result(s)" in status and "does not match" in status and "\n" not in status
+    assert not error_messages(notifications)
