@@ -35,7 +35,8 @@ class DataConfig:
     folder of volumes, or a single volume file. ``labels`` is a folder/file of
     matching label maps (joint synthesis, label2image); ``target`` a folder/file
     of paired target volumes (translate). ``flip``: conditional tasks flip each
-    training pair along every axis with probability 1/2.
+    training pair along every axis with probability 1/2; superres, denoise and
+    inpaint also permute the axes that share a voxel spacing.
     """
 
     source: str = "phantom"

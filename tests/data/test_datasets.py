@@ -283,3 +283,16 @@ def test_bad_calls():
         condition_from_volume("synthesis", np.zeros((4, 4, 4)), make_run())
     with pytest.raises(ValueError, match="images"):
         build_training_data(make_run(), images=[])
+
+
+def test_transposes_only_swap_axes_of_the_same_spacing_and_factor():
+    run = make_run("superres")
+    run.model.superres_factors = (1, 1, 4)  # x, y thin; z thick
+    data = build_training_data(run)
+    rng = np.random.default_rng(0)
+    perms = {data._random_transpose(rng) for _ in range(40)}
+    assert perms == {(0, 1, 2), (0, 2, 1)}  # z (array axis 0) never moves
+    data.reference = data.reference.with_array(data.reference.array, spacing=(1.0, 2.0, 2.0))
+    run.model.superres_factors = (2, 2, 2)
+    perms = {data._random_transpose(rng) for _ in range(40)}
+    assert perms == {(0, 1, 2), (1, 0, 2)}  # z and y (2 mm) swap; x (1 mm) stays
