@@ -54,19 +54,6 @@ NOISE_FRACTION = 0.04  # noise sigma as a fraction of the 99.5th percentile inte
 HIGHER_IS_BETTER = {"SSIM": True, "PSNR": True, "MAE": False}
 
 
-def tissue_labels(image, classes: int = 4):
-    """A ``classes``-class label map (background + tissues): multi-Otsu thresholds of the
-    image smoothed with a 1-voxel Gaussian, a stand-in for a tissue segmentation (which, like
-    an argmax of tissue probability maps, is smoother than thresholds of the raw voxels)."""
-    from scipy.ndimage import gaussian_filter
-    from skimage.filters import threshold_multiotsu
-
-    arr = gaussian_filter(np.asarray(image.array, dtype=np.float32), 1.0)
-    thresholds = threshold_multiotsu(arr, classes=classes)
-    return image.with_array(np.digitize(arr, thresholds).astype(np.uint8), is_label=True,
-                            source=f"{image.source}_tissue")
-
-
 def load_real(volume_path: str | None, labels_path: str | None):
     import nibabel.testing
 
@@ -74,6 +61,8 @@ def load_real(volume_path: str | None, labels_path: str | None):
 
     path = volume_path or str(Path(nibabel.testing.data_path) / "anatomical.nii")
     image = load_volume(path, is_label=False)
+    from napari_medgan.evaluation import tissue_labels
+
     labels = load_volume(labels_path, is_label=True) if labels_path else tissue_labels(image)
     return image, labels
 
@@ -82,6 +71,7 @@ def train(task: str, images, labels, targets, budget: float, settings: dict, see
           out: Path, patch: int, channels: int, preset: str, target_preset: str | None,
           noise_std: float | None):
     from napari_medgan.config import RunConfig
+    from napari_medgan.training import events as ev
     from napari_medgan.training.inference import load_generator
     from napari_medgan.training.trainer import Trainer
 
@@ -103,9 +93,9 @@ def train(task: str, images, labels, targets, budget: float, settings: dict, see
     trainer.stop_after(budget)
     steps, done = 0, None
     for event in trainer.run():
-        if type(event).__name__ == "StepEvent":
+        if isinstance(event, ev.StepEvent):
             steps = event.step
-        elif type(event).__name__ == "DoneEvent":
+        elif isinstance(event, ev.DoneEvent):
             done = event
     return load_generator(done.checkpoint, device="cpu"), steps, time.perf_counter() - t0
 
@@ -137,11 +127,10 @@ def evaluate_task(name: str, budget: float, seed: int, real, work: Path, args) -
         sigma = NOISE_FRACTION * float(np.percentile(image.array, 99.5))
         noise_std = None
         if task == "denoise":
+            from napari_medgan.evaluation import normalised_sigma
             from napari_medgan.io import fit_normalizer
 
-            norm = fit_normalizer(preset, [train_img.array])
-            mid = float(norm.inverse(np.float32(0.0)))  # away from the clipped ends
-            noise_std = float(norm.forward(np.float32(mid + sigma)) - norm.forward(np.float32(mid)))
+            noise_std = normalised_sigma(fit_normalizer(preset, [train_img.array]), sigma)
         count = 3 if task == "inpaint" else 1
         cases = [make_case(task, test_img, test_lab, factors=settings.get("factors", (2, 2, 2)),
                            noise=settings.get("noise", "gaussian"), noise_sigma=sigma, rng=rng)

@@ -158,44 +158,15 @@ def upsample_trilinear(volume: Volume, factors_xyz: Sequence[int]) -> Volume:
 
 
 def upsample_bspline(volume: Volume, factors_xyz: Sequence[int]) -> Volume:
-    """Cubic B-spline upsampling onto the same HR grid as :func:`upsample_trilinear`.
+    """Cubic B-spline upsampling onto the same HR grid as :func:`upsample_trilinear`:
+    :func:`napari_medgan.data.superres.upsample_volume` with ``mode="bspline"`` (see there
+    for how scipy's ``zoom`` is put on that grid).
 
-    Parameters
-    ----------
-    volume : Volume
-        LR intensity volume, array ``(z, y, x)``.
-    factors_xyz : sequence of 3 ints
-        ITK ``(x, y, z)`` order.
-
-    Returns
-    -------
-    Volume
-        float32, geometry from :func:`napari_medgan.data.superres.highres_geometry`.
-
-    Notes
-    -----
-    ``scipy.ndimage.zoom`` defaults to ``grid_mode=False``, which maps the
-    first and last voxel *centres* onto each other (``align_corners=True``)
-    and so stretches the image by ``(n*f - 1) / (n*f - f)``. With
-    ``grid_mode=True`` it maps the voxel *edges*, i.e. output index ``j``
-    reads input coordinate ``(j + 0.5) / f - 0.5``, exactly like
-    :func:`~napari_medgan.data.superres.upsample`. ``mode="grid-mirror"``
-    (half-sample symmetric) is the extension that matches that edge-aligned
-    grid; only the outermost ``~f`` voxels depend on it.
+    ``volume.array`` is ``(z, y, x)``; ``factors_xyz`` is ITK ``(x, y, z)`` order.
     """
-    from scipy import ndimage
+    from napari_medgan.data.superres import upsample_volume
 
-    from napari_medgan.data.superres import factors_zyx, highres_geometry
-
-    if volume.is_label:
-        raise ValueError(f"upsample_bspline: {volume.source or 'volume'} is a label map; "
-                         "interpolating labels is meaningless")
-    shape, geometry = highres_geometry(volume, factors_xyz)
-    zoomed = ndimage.zoom(np.asarray(volume.array, dtype=np.float64), factors_zyx(factors_xyz),
-                          order=3, mode="grid-mirror", grid_mode=True)
-    if zoomed.shape != shape:  # pragma: no cover - zoom rounds n * f, an int here
-        raise RuntimeError(f"upsample_bspline: zoom gave shape {zoomed.shape}, grid says {shape}")
-    return volume.with_array(zoomed.astype(np.float32), **geometry)
+    return upsample_volume(volume, factors_xyz, mode="bspline")
 
 
 # ---------------------------------------------------------------------- denoise

@@ -42,6 +42,28 @@ class Case:
     info: dict = field(default_factory=dict)
 
 
+def tissue_labels(image: Volume, classes: int = 4) -> Volume:
+    """A ``classes``-class label map (background + tissues) of an intensity volume:
+    multi-Otsu thresholds of the image smoothed with a 1-voxel Gaussian. A stand-in for a
+    tissue segmentation (which, like an argmax of tissue probability maps, is smoother than
+    thresholds of the raw voxels) when a real scan comes without one."""
+    from scipy.ndimage import gaussian_filter
+    from skimage.filters import threshold_multiotsu
+
+    arr = gaussian_filter(np.asarray(image.array, dtype=np.float32), 1.0)
+    thresholds = threshold_multiotsu(arr, classes=classes)
+    return image.with_array(np.digitize(arr, thresholds).astype(np.uint8), is_label=True,
+                            source=f"{image.source}_tissue")
+
+
+def normalised_sigma(normalizer, sigma: float) -> float:
+    """A noise standard deviation in original units, in the normaliser's units (what
+    ``model.noise_std`` takes); measured at the middle of the window, away from its clipped
+    ends."""
+    mid = float(normalizer.inverse(np.float32(0.0)))
+    return float(normalizer.forward(np.float32(mid + sigma)) - normalizer.forward(np.float32(mid)))
+
+
 def split_halves(volume: Volume, axis: int | None = None) -> tuple[Volume, Volume]:
     """Split a volume into two halves along ``axis`` (array axis, z/y/x = 0/1/2; default the
     longest), each with its own correct geometry (the second half's origin moves)."""

@@ -95,6 +95,11 @@ def degrade(task: str, image: torch.Tensor, model: Any, rng: np.random.Generator
                      "inpaint)")
 
 
+def zero_level(normalizer) -> float:
+    """Normalised value of intensity 0: the magnitude zero of Rician noise."""
+    return float(normalizer.forward(np.float32(0.0)))
+
+
 def fill_hole(image: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     """Fill the ``mask > 0`` voxels of ``(B, 1, D, H, W)`` images with the biharmonic
     continuation of the known ones (scikit-image; a few ms per 16^3 patch); known voxels are
@@ -152,7 +157,7 @@ def condition_from_volume(task: str, volume: Volume | np.ndarray, run: Any, norm
     tensor = torch.from_numpy(np.ascontiguousarray(image))[None, None]
     if task == "translate":
         return tensor
-    return degrade(task, tensor, model, rng, zero=float(normalizer.forward(np.float32(0.0))))
+    return degrade(task, tensor, model, rng, zero=zero_level(normalizer))
 
 
 def _as_labels(array: np.ndarray, name: str) -> np.ndarray:
@@ -236,7 +241,7 @@ class TrainingData:
     @property
     def zero_level(self) -> float:
         """Normalised value of intensity 0 (the magnitude zero of Rician noise)."""
-        return float(self.normalizer.forward(np.float32(0.0)))
+        return zero_level(self.normalizer)
 
     @property
     def label_arrays(self) -> list[np.ndarray] | None:

@@ -52,7 +52,7 @@ Factors = tuple[int, int, int]
 
 #: Interpolation that makes the super-resolution network's starting estimate.
 ESTIMATE_MODE = "cubic"
-UPSAMPLE_MODES = ("trilinear", "cubic")
+UPSAMPLE_MODES = ("trilinear", "cubic")  # torch; upsample_volume also takes "bspline"
 
 
 def _bad_factors(value: Any) -> ValueError:
@@ -331,7 +331,7 @@ def downsample_volume(volume: Volume, factors_xyz: Sequence[int]) -> Volume:
 
 def upsample_volume(volume: Volume, factors_xyz: Sequence[int], mode: str = "trilinear",
                     ) -> Volume:
-    """Trilinear (or ``mode="cubic"``) upsampling of an LR volume onto its HR grid.
+    """Upsample an LR volume onto its HR grid (:func:`highres_geometry`).
 
     Parameters
     ----------
@@ -339,6 +339,15 @@ def upsample_volume(volume: Volume, factors_xyz: Sequence[int], mode: str = "tri
         LR intensity volume, array ``(z, y, x)``.
     factors_xyz : sequence of 3 ints
         ITK ``(x, y, z)`` order.
+    mode : str
+        ``"trilinear"`` or ``"cubic"`` (:func:`upsample`), or ``"bspline"``:
+        cubic B-spline interpolation with ``scipy.ndimage.zoom(order=3,
+        grid_mode=True, mode="grid-mirror")``. ``grid_mode=True`` maps voxel
+        *edges*, so output index ``j`` reads input coordinate ``(j + 0.5) / f -
+        0.5`` exactly like :func:`upsample` (the default ``grid_mode=False``
+        maps the first and last voxel *centres* onto each other and stretches
+        the image by ``(n*f - 1) / (n*f - f)``); ``"grid-mirror"`` is the
+        half-sample symmetric extension that matches that grid.
 
     Returns
     -------
@@ -347,9 +356,16 @@ def upsample_volume(volume: Volume, factors_xyz: Sequence[int], mode: str = "tri
     """
     _check_intensity(volume, "upsample_volume")
     shape, geometry = highres_geometry(volume, factors_xyz)
-    with torch.no_grad():
-        lr = torch.from_numpy(np.ascontiguousarray(volume.array, dtype=np.float32))[None, None]
-        hr = upsample(lr, factors_zyx(factors_xyz), mode)[0, 0].numpy()
-    if hr.shape != shape:  # pragma: no cover - upsample and highres_geometry share one rule
+    fac = factors_zyx(factors_xyz)
+    if mode == "bspline":
+        from scipy import ndimage
+
+        hr = ndimage.zoom(np.asarray(volume.array, dtype=np.float64), fac, order=3,
+                          mode="grid-mirror", grid_mode=True).astype(np.float32)
+    else:
+        with torch.no_grad():
+            lr = torch.from_numpy(np.ascontiguousarray(volume.array, dtype=np.float32))
+            hr = upsample(lr[None, None], fac, mode)[0, 0].numpy()
+    if hr.shape != shape:  # pragma: no cover - both paths round n * f, an int here
         raise RuntimeError(f"upsample_volume: got shape {hr.shape}, grid says {shape}")
     return volume.with_array(hr, **geometry)

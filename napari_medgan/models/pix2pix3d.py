@@ -40,6 +40,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.nn.utils.parametrizations import spectral_norm as _spectral_norm
 
+from napari_medgan.models.checks import check_input
 from napari_medgan.models.residual_unet3d import ResidualUNet3D
 from napari_medgan.models.spade3d import SPADEGenerator3D
 
@@ -63,15 +64,6 @@ CONDITION_CHANNELS: dict[str, int | None] = {
 }
 
 _LEAKY = ("LEAKYRELU", {"negative_slope": 0.2})
-
-
-def _check_input(x: torch.Tensor, channels: int, multiple: int, what: str) -> None:
-    if x.ndim != 5 or x.shape[1] != channels:
-        raise ValueError(f"{what}: expected 5-D input (B, {channels}, D, H, W), got shape "
-                         f"{tuple(x.shape)}")
-    if any(s % multiple for s in x.shape[2:]):
-        raise ValueError(f"{what}: expected spatial sizes divisible by {multiple}, got shape "
-                         f"{tuple(x.shape)}")
 
 
 class PatchDiscriminator3D(nn.Module):
@@ -137,7 +129,7 @@ class PatchDiscriminator3D(nn.Module):
     def forward(self, x: torch.Tensor, condition: torch.Tensor | None = None) -> torch.Tensor:
         if condition is not None:
             x = torch.cat([condition, x], dim=1)
-        _check_input(x, self.in_channels, 1, "PatchDiscriminator3D")
+        check_input(x, self.in_channels, 1, "PatchDiscriminator3D")
         return self.net(x)[-1]
 
     def features(self, x: torch.Tensor,
@@ -145,7 +137,7 @@ class PatchDiscriminator3D(nn.Module):
         """All intermediate feature maps, logits last (for feature-matching losses)."""
         if condition is not None:
             x = torch.cat([condition, x], dim=1)
-        _check_input(x, self.in_channels, 1, "PatchDiscriminator3D")
+        check_input(x, self.in_channels, 1, "PatchDiscriminator3D")
         return self.net(x)
 
 

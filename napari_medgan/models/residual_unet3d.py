@@ -39,6 +39,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from napari_medgan.models.checks import check_input
+
 __all__ = ["ResidualUNet3D", "apply_intensity_map", "BASES"]
 
 BASES = ("identity", "inpaint", "intensity_map")
@@ -103,12 +105,7 @@ class ResidualUNet3D(nn.Module):
         return x[:, :1]
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if x.ndim != 5 or x.shape[1] != self.in_channels:
-            raise ValueError(f"ResidualUNet3D: expected 5-D input (B, {self.in_channels}, D, H, "
-                             f"W), got shape {tuple(x.shape)}")
-        if any(s % self.size_multiple for s in x.shape[2:]):
-            raise ValueError(f"ResidualUNet3D: expected spatial sizes divisible by "
-                             f"{self.size_multiple}, got shape {tuple(x.shape)}")
+        check_input(x, self.in_channels, self.size_multiple, "ResidualUNet3D")
         base = self.estimate(x.float())
         delta = self.head(F.leaky_relu(self.net(x), 0.2)).float()
         if self.base == "inpaint":

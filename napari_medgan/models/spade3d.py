@@ -25,6 +25,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from napari_medgan.models.checks import check_input
+
 __all__ = ["SPADE3d", "SPADEResBlock3d", "SPADEGenerator3D"]
 
 
@@ -138,12 +140,7 @@ class SPADEGenerator3D(nn.Module):
         return torch.einsum("bkdhw,k->bdhw", labels, self.class_means.to(labels.dtype))[:, None]
 
     def forward(self, labels: torch.Tensor) -> torch.Tensor:
-        if labels.ndim != 5 or labels.shape[1] != self.in_channels:
-            raise ValueError(f"SPADEGenerator3D: expected 5-D input (B, {self.in_channels}, D, H, "
-                             f"W), got shape {tuple(labels.shape)}")
-        if any(s % self.size_multiple for s in labels.shape[2:]):
-            raise ValueError(f"SPADEGenerator3D: expected spatial sizes divisible by "
-                             f"{self.size_multiple}, got shape {tuple(labels.shape)}")
+        check_input(labels, self.in_channels, self.size_multiple, "SPADEGenerator3D")
         coarse = [s // self.size_multiple for s in labels.shape[2:]]
         h = self.stem(F.adaptive_avg_pool3d(labels, coarse))
         for block in self.blocks:

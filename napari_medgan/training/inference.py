@@ -10,7 +10,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from napari_medgan.config import ModelConfig  # noqa: F401 - LoadedModel.model's type
+from napari_medgan.config import ModelConfig
 from napari_medgan.io.volume import Volume, VolumeError
 from napari_medgan.training.device import resolve_device
 from napari_medgan.training.outputs import decode_samples, reference_from_state

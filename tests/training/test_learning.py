@@ -11,10 +11,16 @@ from pathlib import Path
 import nibabel.testing
 import numpy as np
 import pytest
-from scipy.ndimage import gaussian_filter
 
 from napari_medgan.config import RunConfig
-from napari_medgan.evaluation import compute_baselines, judge, make_case, split_halves
+from napari_medgan.evaluation import (
+    compute_baselines,
+    judge,
+    make_case,
+    normalised_sigma,
+    split_halves,
+    tissue_labels,
+)
 from napari_medgan.io import fit_normalizer, load_volume
 from napari_medgan.training.inference import load_generator, synthesize_from
 from napari_medgan.training.trainer import Trainer
@@ -22,22 +28,15 @@ from napari_medgan.training.trainer import Trainer
 
 @pytest.fixture(scope="module")
 def halves():
-    from skimage.filters import threshold_multiotsu
-
     image = load_volume(Path(nibabel.testing.data_path) / "anatomical.nii", is_label=False)
-    smooth = gaussian_filter(image.array.astype(np.float32), 1.0)
-    labels = image.with_array(np.digitize(smooth, threshold_multiotsu(smooth, classes=4))
-                              .astype(np.uint8), is_label=True)
-    return split_halves(image), split_halves(labels)
+    return split_halves(image), split_halves(tissue_labels(image))
 
 
 def _train_and_judge(tmp_path, halves, task, steps, noise_sigma=None, **model):
     (train_img, test_img), (train_lab, test_lab) = halves
     if noise_sigma is not None:
-        norm = fit_normalizer("mr", [train_img.array])
-        mid = float(norm.inverse(np.float32(0)))
-        model["noise_std"] = float(norm.forward(np.float32(mid + noise_sigma))
-                                   - norm.forward(np.float32(mid)))
+        model["noise_std"] = normalised_sigma(fit_normalizer("mr", [train_img.array]),
+                                              noise_sigma)
     run = RunConfig.from_dict({
         "model": {"name": "pix2pix3d", "task": task, "patch_size": 16, "channels": 8, **model},
         "train": {"steps": steps, "batch_size": 4, "lr_g": 1e-3, "lr_d": 1e-3, "seed": 0,
