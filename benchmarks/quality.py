@@ -69,7 +69,7 @@ def load_real(volume_path: str | None, labels_path: str | None):
 
 def train(task: str, images, labels, targets, budget: float, settings: dict, seed: int,
           out: Path, patch: int, channels: int, preset: str, target_preset: str | None,
-          noise_std: float | None):
+          noise_std: float | None, lr: tuple[float, float]):
     from napari_medgan.config import RunConfig
     from napari_medgan.training import events as ev
     from napari_medgan.training.inference import load_generator
@@ -84,7 +84,8 @@ def train(task: str, images, labels, targets, budget: float, settings: dict, see
     run = RunConfig.from_dict({
         "model": model,
         "data": {"preset": preset, "target_preset": target_preset},
-        "train": {"steps": 100_000, "batch_size": 4, "seed": seed, "lr_g": 1e-3, "lr_d": 1e-3,
+        # what a user gets: the default learning rates, validation slab and early stopping
+        "train": {"steps": 100_000, "batch_size": 4, "seed": seed, "lr_g": lr[0], "lr_d": lr[1],
                   "preview_every": 10_000, "checkpoint_every": 100_000, "log_every": 50},
         "out": str(out),
     })
@@ -137,7 +138,7 @@ def evaluate_task(name: str, budget: float, seed: int, real, work: Path, args) -
                  for _ in range(count)]
     loaded, steps, seconds = train(task, images, labels, targets, budget, settings, seed,
                                    work / name, args.patch, args.channels, preset,
-                                   target_preset, noise_std)
+                                   target_preset, noise_std, (args.lr_g, args.lr_d))
     totals: dict[str, dict[str, list[float]]] = {}
     for case in cases:
         results = {"model": synthesize_from(loaded, case.condition, case.mask)}
@@ -170,6 +171,8 @@ def print_table(records: list[dict]) -> None:
 
 
 def main(argv=None) -> int:
+    from napari_medgan.config import TrainConfig
+
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--tasks", nargs="+", default=list(TASKS), choices=list(TASKS))
     p.add_argument("--budget", type=float, default=150.0, help="training seconds per task")
@@ -179,6 +182,10 @@ def main(argv=None) -> int:
     p.add_argument("--preset", default="mr", help="intensity preset of --volume")
     p.add_argument("--patch", type=int, default=16)
     p.add_argument("--channels", type=int, default=32)
+    p.add_argument("--lr-g", type=float, default=TrainConfig.lr_g,
+                   help="generator learning rate (default: the config's)")
+    p.add_argument("--lr-d", type=float, default=TrainConfig.lr_d,
+                   help="discriminator learning rate (default: the config's)")
     p.add_argument("--phantoms", type=int, default=8, help="training phantoms (translate)")
     p.add_argument("--out", help="JSON path (default benchmarks/results/quality-...json)")
     args = p.parse_args(argv)

@@ -159,14 +159,14 @@ def upsample_trilinear(volume: Volume, factors_xyz: Sequence[int]) -> Volume:
 
 def upsample_bspline(volume: Volume, factors_xyz: Sequence[int]) -> Volume:
     """Cubic B-spline upsampling onto the same HR grid as :func:`upsample_trilinear`:
-    :func:`napari_medgan.data.superres.upsample_volume` with ``mode="bspline"`` (see there
+    :func:`napari_medgan.data.superres.upsample_volume` with ``mode="scipy-bspline"`` (see there
     for how scipy's ``zoom`` is put on that grid).
 
     ``volume.array`` is ``(z, y, x)``; ``factors_xyz`` is ITK ``(x, y, z)`` order.
     """
     from napari_medgan.data.superres import upsample_volume
 
-    return upsample_volume(volume, factors_xyz, mode="bspline")
+    return upsample_volume(volume, factors_xyz, mode="scipy-bspline")
 
 
 # ---------------------------------------------------------------------- denoise

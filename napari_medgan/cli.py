@@ -12,25 +12,12 @@ import sys
 from pathlib import Path
 
 from napari_medgan import __version__
+from napari_medgan.config import train_flags
+from napari_medgan.tasks import TASKS
 
-# Flags of `train` that override a field of the config: flag dest -> (section, field).
-TRAIN_OVERRIDES = {
-    "model": ("model", "name"), "task": ("model", "task"), "patch_size": ("model", "patch_size"),
-    "channels": ("model", "channels"), "num_classes": ("model", "num_classes"),
-    "latent_dim": ("model", "latent_dim"), "superres_factors": ("model", "superres_factors"),
-    "noise": ("model", "noise"), "noise_std": ("model", "noise_std"),
-    "data": ("data", "source"), "labels": ("data", "labels"), "target": ("data", "target"),
-    "preset": ("data", "preset"), "target_preset": ("data", "target_preset"),
-    "phantom_count": ("data", "phantom_count"), "phantom_size": ("data", "phantom_size"),
-    "phantom_modality": ("data", "phantom_modality"),
-    "steps": ("train", "steps"), "batch_size": ("train", "batch_size"),
-    "lr_g": ("train", "lr_g"), "lr_d": ("train", "lr_d"), "loss": ("train", "loss"),
-    "r1_gamma": ("train", "r1_gamma"), "device": ("train", "device"),
-    "precision": ("train", "precision"), "seed": ("train", "seed"),
-    "checkpoint_every": ("train", "checkpoint_every"),
-    "preview_every": ("train", "preview_every"), "log_every": ("train", "log_every"),
-    "l1_weight": ("train", "l1_weight"), "fm_weight": ("train", "fm_weight"),
-}
+# Flags of `train` that override a field of the config: flag dest -> (section, field),
+# derived from the config dataclasses (napari_medgan.config.opt).
+TRAIN_OVERRIDES = {dest: (section, name) for section, name, dest, _, _ in train_flags()}
 
 
 class CLIError(Exception):
@@ -57,47 +44,11 @@ def build_parser() -> argparse.ArgumentParser:
     t = sub.add_parser("train", help="train or fine-tune a GAN",
                        description="Train a 3D GAN. Flags override the --config file.")
     t.add_argument("--config", type=Path, help="YAML run config (see resources/*.yaml)")
-    g = t.add_argument_group("model")
-    g.add_argument("--model", help="dcgan3d (unconditional) or pix2pix3d (conditional)")
-    g.add_argument("--task", help="dcgan3d: synthesis | joint (image + label map); pix2pix3d: "
-                   "label2image | translate | denoise | superres | inpaint")
-    g.add_argument("--patch-size", type=int, help="cubic patch edge in voxels (multiple of 16)")
-    g.add_argument("--channels", type=int, help="base network width")
-    g.add_argument("--latent-dim", type=int, help="latent size (dcgan3d)")
-    g.add_argument("--num-classes", type=int, help="label classes incl. background (0 = from data)")
-    g.add_argument("--superres-factors",
-                   help="superres: thick/thin voxel ratio per axis (x, y, z), e.g. 2 (isotropic "
-                        "x2), 4, or 1x1x4 (4 mm slices -> 1 mm); each 1, 2 or 4")
-    g.add_argument("--noise", help="denoise: noise the model is trained for: gaussian | rician")
-    g.add_argument("--noise-std", type=float,
-                   help="denoise: typical noise standard deviation in normalised units (the "
-                        "preset maps the intensity range to about [-1, 1]); training draws "
-                        "0.5-1.5x this")
-    g = t.add_argument_group("data")
-    g.add_argument("--data", help="'phantom', a folder of volumes, or a volume file")
-    g.add_argument("--labels", help="folder/file of label maps matching --data")
-    g.add_argument("--target", help="folder/file of paired target volumes (translate)")
-    g.add_argument("--preset", help="intensity preset: ct | mr | zscore | none")
-    g.add_argument("--target-preset", help="intensity preset of --target volumes")
-    g.add_argument("--phantom-count", type=int, help="number of phantom volumes")
-    g.add_argument("--phantom-size", type=int, help="phantom grid edge in voxels")
-    g.add_argument("--phantom-modality", help="phantom contrast: mr | ct")
-    g = t.add_argument_group("training")
-    g.add_argument("--steps", type=int, help="optimisation steps in total")
-    g.add_argument("--batch-size", type=int, help="batch size per process")
-    g.add_argument("--lr-g", type=float, help="generator learning rate")
-    g.add_argument("--lr-d", type=float, help="discriminator learning rate (TTUR)")
-    g.add_argument("--loss", help="bce (non-saturating, default) | hinge | lsgan")
-    g.add_argument("--r1-gamma", type=float, help="R1 penalty weight (0 = off)")
-    g.add_argument("--l1-weight", type=float, help="L1 weight for pix2pix3d")
-    g.add_argument("--fm-weight", type=float,
-                   help="feature-matching weight for pix2pix3d (pix2pixHD; 0 = off)")
-    g.add_argument("--device", help="auto | cpu | cuda | cuda:N | mps")
-    g.add_argument("--precision", help="auto | fp32 | bf16 | fp16")
-    g.add_argument("--seed", type=int, help="random seed (a CPU run is repeatable)")
-    g.add_argument("--checkpoint-every", type=int, help="steps between checkpoints")
-    g.add_argument("--preview-every", type=int, help="steps between previews")
-    g.add_argument("--log-every", type=int, help="steps between log lines")
+    titles = {"model": "model", "data": "data", "train": "training"}
+    groups = {section: t.add_argument_group(title) for section, title in titles.items()}
+    for section, _, dest, kind, text in train_flags():
+        groups[section].add_argument("--" + dest.replace("_", "-"), dest=dest, type=kind,
+                                     help=text)
     g = t.add_argument_group("run")
     g.add_argument("--out", type=Path, help="run directory (config, checkpoints, log)")
     g.add_argument("--resume", action="store_true", help="continue the run in --out")
@@ -165,44 +116,8 @@ def build_run_config(args: argparse.Namespace):
     return RunConfig.from_dict(raw)
 
 
-def consume(trainer, log_every: int, show: bool = True, stream=None) -> dict:
-    """Drive the trainer's event iterator, printing progress; returns a summary."""
-    from napari_medgan.training import events as ev
-
-    stream = stream or sys.stderr
-    bar = None
-    last: dict = {}
-    for event in trainer.run():
-        if isinstance(event, ev.StepEvent):
-            last = {"step": event.step, "losses": event.losses, "seconds": event.seconds}
-            if not show:
-                continue
-            if bar is None and stream.isatty():
-                from tqdm import tqdm
-
-                bar = tqdm(total=event.total, initial=event.step - 1, file=stream,
-                           desc="train", unit="step")
-            text = " ".join(f"{k}={v:.3f}" for k, v in event.losses.items())
-            if bar is not None:
-                bar.update(1)
-                bar.set_postfix_str(text)
-            elif event.step % log_every == 0 or event.step == event.total:
-                print(f"step {event.step}/{event.total} {text} ({event.seconds:.3f} s/step)",
-                      file=stream, flush=True)
-        elif show and isinstance(event, ev.MessageEvent):
-            (bar.write if bar else lambda s: print(s, file=stream, flush=True))(
-                f"[{event.level}] {event.text}")
-        elif show and isinstance(event, ev.CheckpointEvent) and event.kind != "best":
-            (bar.write if bar else lambda s: print(s, file=stream, flush=True))(
-                f"checkpoint ({event.kind}) step {event.step}: {event.path}")
-        elif isinstance(event, ev.DoneEvent):
-            last.update(done=event.reason, checkpoint=event.checkpoint, step=event.step)
-    if bar is not None:
-        bar.close()
-    return last
-
-
 def cmd_train(args: argparse.Namespace) -> int:
+    from napari_medgan.training.console import consume
     from napari_medgan.training.distributed import cleanup_distributed, init_distributed
     from napari_medgan.training.trainer import Trainer
 
@@ -231,7 +146,7 @@ def cmd_generate(args: argparse.Namespace) -> int:
         if args.condition is None:
             raise CLIError(f"{args.checkpoint}: model {loaded.model.name}/{loaded.model.task} is "
                            "conditional: give --condition FILE")
-        is_label = loaded.model.task == "label2image"
+        is_label = TASKS[loaded.model.task].condition == "labels"
         cond = load_volume(args.condition, is_label=is_label)
         mask = load_volume(args.mask, is_label=True) if args.mask else None
         result = synthesize_from(loaded, cond, mask=mask)

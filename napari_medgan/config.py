@@ -11,15 +11,20 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-#: model name -> tasks it supports (the first is the default).
-MODEL_TASKS: dict[str, tuple[str, ...]] = {
-    "dcgan3d": ("synthesis", "joint"),
-    "pix2pix3d": ("label2image", "translate", "denoise", "superres", "inpaint"),
-}
+from napari_medgan.tasks import TASKS, family_tasks
+
+#: model name -> tasks it supports (the first is the default); from the task registry.
+MODEL_TASKS: dict[str, tuple[str, ...]] = family_tasks()
 PRESETS = ("ct", "mr", "zscore", "none")
 LOSSES = ("bce", "hinge", "lsgan")
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 NOISE_KINDS = ("gaussian", "rician")
+
+
+def opt(default: Any, help: str, flag: str | None = None) -> Any:
+    """A field that is also a ``napari-medgan train`` flag: ``--<flag or name>`` with this
+    help text (:func:`train_flags`); the one place each setting is declared."""
+    return field(default=default, metadata={"help": help, "flag": flag})
 
 
 def _check(cond: bool, name: str, value: Any, expected: str) -> None:
@@ -37,19 +42,24 @@ class DataConfig:
     of paired target volumes (translate). ``flip``: conditional tasks flip each
     training pair along every axis with probability 1/2; superres, denoise and
     inpaint also permute the axes that share a voxel spacing.
+    ``val_fraction``: conditional tasks hold out this fraction of a volume's
+    longest axis (a slab at its end; up to four volumes) from training and keep
+    the generator that does best there (see ``train.val_every``); 0 = off.
     """
 
-    source: str = "phantom"
-    labels: str | None = None
-    target: str | None = None
-    preset: str = "mr"
-    target_preset: str | None = None
+    source: str = opt("phantom", "'phantom', a folder of volumes, or a volume file", flag="data")
+    labels: str | None = opt(None, 'folder/file of label maps matching --data')
+    target: str | None = opt(None, 'folder/file of paired target volumes (translate)')
+    preset: str = opt("mr", 'intensity preset: ct | mr | zscore | none')
+    target_preset: str | None = opt(None, 'intensity preset of --target volumes')
     spacing: tuple[float, float, float] | None = None
-    phantom_count: int = 24
-    phantom_size: int = 48
-    phantom_modality: str = "mr"
+    phantom_count: int = opt(24, 'number of phantom volumes')
+    phantom_size: int = opt(48, 'phantom grid edge in voxels')
+    phantom_modality: str = opt("mr", 'phantom contrast: mr | ct')
     foreground_fraction: float = 0.8
     flip: bool = True
+    val_fraction: float = opt(0.15, "conditional tasks: fraction of each volume's longest "
+                              "axis held out to keep the best generator (0 = off)")
 
     def __post_init__(self) -> None:
         _check(isinstance(self.source, str) and bool(self.source), "data.source", self.source,
@@ -68,6 +78,8 @@ class DataConfig:
                self.phantom_modality, "'mr' or 'ct'")
         _check(0.0 <= float(self.foreground_fraction) <= 1.0, "data.foreground_fraction",
                self.foreground_fraction, "a number in [0, 1]")
+        _check(0.0 <= float(self.val_fraction) <= 0.5, "data.val_fraction", self.val_fraction,
+               "a number in [0, 0.5] (0 = no validation)")
 
 
 @dataclass
@@ -81,17 +93,22 @@ class ModelConfig:
     ``inpaint_fraction``: training holes are boxes of about this fraction of each side.
     """
 
-    name: str = "dcgan3d"
-    task: str | None = None
-    patch_size: int = 32
-    latent_dim: int = 128
-    channels: int = 32
-    num_classes: int = 0
+    name: str = opt("dcgan3d", 'dcgan3d (unconditional) or pix2pix3d (conditional)', flag="model")
+    task: str | None = opt(None, "dcgan3d: synthesis | joint (image + label map); pix2pix3d: "
+                                 "label2image | translate | denoise | superres | inpaint")
+    patch_size: int = opt(32, 'cubic patch edge in voxels (multiple of 16)')
+    latent_dim: int = opt(128, 'latent size (dcgan3d)')
+    channels: int = opt(32, 'base network width')
+    num_classes: int = opt(0, 'label classes incl. background (0 = from data)')
     spectral_norm: bool = True
-    superres_factors: tuple[int, int, int] = (2, 2, 2)
+    superres_factors: tuple[int, int, int] = opt(
+        (2, 2, 2), "superres: thick/thin voxel ratio per axis (x, y, z), e.g. 2 (isotropic "
+                   "x2), 4, or 1x1x4 (4 mm slices -> 1 mm); each 1, 2 or 4")
     inpaint_fraction: float = 0.35
-    noise: str = "gaussian"
-    noise_std: float = 0.1
+    noise: str = opt("gaussian", 'denoise: noise the model is trained for: gaussian | rician')
+    noise_std: float = opt(0.1, "denoise: typical noise standard deviation in normalised "
+                                "units (the preset maps the intensity range to about [-1, 1]); "
+                                "training draws 0.5-1.5x this")
 
     def __post_init__(self) -> None:
         _check(self.name in MODEL_TASKS, "model.name", self.name, f"one of {tuple(MODEL_TASKS)}")
@@ -105,7 +122,7 @@ class ModelConfig:
         _check(int(self.latent_dim) >= 1, "model.latent_dim", self.latent_dim, ">= 1")
         _check(int(self.channels) >= 4, "model.channels", self.channels, ">= 4")
         _check(int(self.num_classes) >= 0, "model.num_classes", self.num_classes, ">= 0")
-        if self.task in ("joint", "label2image"):
+        if TASKS[self.task].needs_labels:
             _check(int(self.num_classes) != 1, "model.num_classes", self.num_classes,
                    f"0 (from the data) or >= 2 (background + labels) for task {self.task!r}")
         from napari_medgan.data.superres import parse_factors
@@ -119,38 +136,45 @@ class ModelConfig:
 
     @property
     def conditional(self) -> bool:
-        return self.name == "pix2pix3d"
+        return TASKS[self.task].conditional
 
 
 @dataclass
 class TrainConfig:
-    """Optimisation and run-control settings."""
+    """Optimisation and run-control settings.
 
-    steps: int = 2000
-    batch_size: int = 4
-    lr_g: float = 2e-4
-    lr_d: float = 4e-4
+    ``val_every``: conditional tasks score the EMA generator on the held-out
+    slab (``data.val_fraction``) at step 0 and every ``val_every`` steps, and
+    the final checkpoint keeps the best-scoring generator (early stopping:
+    small medical datasets are overfitted within minutes).
+    """
+
+    steps: int = opt(2000, 'optimisation steps in total')
+    batch_size: int = opt(4, 'batch size per process')
+    lr_g: float = opt(2e-4, 'generator learning rate')
+    lr_d: float = opt(4e-4, 'discriminator learning rate (TTUR)')
     beta1: float = 0.5
     beta2: float = 0.999
-    loss: str = "bce"
-    r1_gamma: float = 1.0
+    loss: str = opt("bce", 'bce (non-saturating, default) | hinge | lsgan')
+    r1_gamma: float = opt(1.0, 'R1 penalty weight (0 = off)')
     r1_every: int = 4
     ema_decay: float = 0.999
     augment: bool = True
     augment_p: float = 0.6
-    l1_weight: float = 100.0
-    fm_weight: float = 10.0
+    l1_weight: float = opt(100.0, 'L1 weight for pix2pix3d')
+    fm_weight: float = opt(10.0, 'feature-matching weight for pix2pix3d (pix2pixHD; 0 = off)')
     grad_clip: float = 10.0
-    device: str = "auto"
-    precision: str = "auto"
-    seed: int = 0
-    log_every: int = 10
-    preview_every: int = 50
+    device: str = opt("auto", 'auto | cpu | cuda | cuda:N | mps')
+    precision: str = opt("auto", 'auto | fp32 | bf16 | fp16')
+    seed: int = opt(0, 'random seed (a CPU run is repeatable)')
+    log_every: int = opt(10, 'steps between log lines')
+    preview_every: int = opt(50, 'steps between previews')
     preview_count: int = 2
-    checkpoint_every: int = 500
+    checkpoint_every: int = opt(500, 'steps between checkpoints')
     keep_last: int = 3
     max_divergences: int = 3
     num_workers: int = 0
+    val_every: int = opt(100, 'steps between validation scores')
 
     def __post_init__(self) -> None:
         _check(int(self.steps) >= 1, "train.steps", self.steps, ">= 1")
@@ -175,7 +199,7 @@ class TrainConfig:
         _check(self.precision in PRECISIONS, "train.precision", self.precision,
                f"one of {PRECISIONS}")
         for name in ("log_every", "preview_every", "checkpoint_every", "keep_last",
-                     "max_divergences"):
+                     "max_divergences", "val_every"):
             value = getattr(self, name)
             _check(int(value) >= 1, f"train.{name}", value, ">= 1")
         _check(int(self.preview_count) >= 1, "train.preview_count", self.preview_count, ">= 1")
@@ -249,3 +273,37 @@ def _build(kind: type, values: dict, section: str) -> Any:
         if isinstance(values.get(key), list):
             values[key] = tuple(values[key])
     return kind(**values)
+
+
+#: RunConfig section -> its dataclass.
+SECTIONS = {"data": DataConfig, "model": ModelConfig, "train": TrainConfig}
+
+
+def train_flags() -> list[tuple[str, str, str, type, str]]:
+    """``(section, field, flag dest, type, help)`` for every field declared with :func:`opt`,
+    in declaration order: the ``napari-medgan train`` flags, derived, never hand-copied.
+    A flag's value goes through the same validation as a config file's."""
+    import types
+    import typing
+
+    out = []
+    for section, cls in SECTIONS.items():
+        hints = typing.get_type_hints(cls)
+        for f in dataclasses.fields(cls):
+            if "help" not in f.metadata:
+                continue
+            hint = hints[f.name]
+            if typing.get_origin(hint) in (typing.Union, types.UnionType):  # X | None
+                args = [a for a in typing.get_args(hint) if a is not type(None)]
+                hint = args[0] if len(args) == 1 else str
+            kind = hint if hint in (int, float) else str  # tuples, names: parsed by the field
+            out.append((section, f.name, f.metadata["flag"] or f.name, kind, f.metadata["help"]))
+    return out
+
+
+def field_help(section: str, name: str) -> str:
+    """The help text of field ``section.name`` (its CLI ``--help`` line; widget tooltips)."""
+    for f in dataclasses.fields(SECTIONS[section]):
+        if f.name == name:
+            return f.metadata.get("help", "")
+    raise KeyError(f"{section}.{name}: no such config field")

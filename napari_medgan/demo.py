@@ -36,7 +36,7 @@ def demo_config(out: str | Path, steps: int | None = None, seed: int = 0) -> Run
 def run_demo(out: str | Path, steps: int | None = None, seed: int = 0,
              budget_seconds: float | None = DEMO_TRAIN_SECONDS) -> dict:
     """Run the whole demo; returns (and writes as ``figures.json``) the figures it printed."""
-    from napari_medgan.cli import consume
+    from napari_medgan.training.console import consume
     from napari_medgan.io import save_volume
     from napari_medgan.metrics.report import evaluate_sets, summarize_report
     from napari_medgan.training.inference import generate, load_generator

@@ -157,14 +157,26 @@ def _read_state(loaded) -> dict:
         return {}
 
 
+def check_pairs(model, where: Any = "model") -> None:
+    """ExportError unless ``model`` (a ModelConfig) makes image + label pairs (task registry:
+    ``pairs``); the one export rule, for the CLI, the API and the widgets."""
+    from napari_medgan.tasks import NOT_PAIRS, TASKS
+
+    if not TASKS[model.task].pairs:
+        raise ExportError(f"{where}: model {model.name}/{model.task} makes images only; "
+                          + NOT_PAIRS)
+
+
 def _synthetic_pairs(loaded, n: int | None, seed: int, conditions: list[Any]):
     """Yield ``(image, label, info)`` for each synthetic case."""
     import torch
 
+    from napari_medgan.tasks import TASKS
     from napari_medgan.training.inference import generate, synthesize_from
 
     model = loaded.model
-    if model.name == "dcgan3d" and model.task == "joint":
+    check_pairs(model, loaded.path)
+    if TASKS[model.task].outputs_labels:
         if conditions:
             raise ExportError(f"{loaded.path}: a joint model draws its own label maps; "
                               "conditions are for label2image models")
@@ -173,7 +185,7 @@ def _synthetic_pairs(loaded, n: int | None, seed: int, conditions: list[Any]):
         images, labels = generate(loaded, int(n), seed=int(seed))
         for i, (img, lab) in enumerate(zip(images, labels)):
             yield img, lab, {"sample_index": i, "condition": None}
-    elif model.task == "label2image":
+    else:  # the label maps are the conditions
         if not conditions:
             raise ExportError(f"{loaded.path}: a label2image model needs label maps "
                               "(conditions) to synthesize images from")
@@ -187,10 +199,6 @@ def _synthetic_pairs(loaded, n: int | None, seed: int, conditions: list[Any]):
             lab = _load(item, is_label=True)
             img = synthesize_from(loaded, lab)
             yield img, lab, {"sample_index": i, "condition": _describe_source(item)}
-    else:
-        raise ExportError(f"{loaded.path}: model {model.name}/{model.task} makes no label maps; "
-                          "export needs a dcgan3d 'joint' model or a pix2pix3d 'label2image' "
-                          "model with label-map conditions")
 
 
 # ----------------------------------------------------------------------------- export

@@ -63,6 +63,8 @@ def test_conditional_generate_runs_on_a_whole_volume(tmp_path):
         (["train", "--model", "dcgan3d", "--task", "denoise"], "model.task"),
         (["train", "--data", "/no/such/folder"], "/no/such/folder"),
         (["train", "--loss", "wgan"], "train.loss"),
+        (["train", "--val-fraction", "0.7"], "data.val_fraction"),
+        (["train", "--superres-factors", "3"], "superres_factors"),
         (["generate", "/no/such/run", "--out", "x"], "/no/such/run"),
     ],
 )
@@ -88,6 +90,25 @@ def test_generate_refuses_a_pickle(tmp_path, capsys):
     assert main(["generate", str(evil), "--out", str(tmp_path / "o")]) == 2
     assert "unpickle" in capsys.readouterr().err
     assert not marker.exists()
+
+
+def test_flags_are_derived_from_the_config_fields():
+    """Every field declared with opt() is a flag that lands in its field, and nothing else is."""
+    import dataclasses
+
+    from napari_medgan.cli import build_run_config
+    from napari_medgan.config import SECTIONS
+
+    declared = {(s, f.name) for s, cls in SECTIONS.items() for f in dataclasses.fields(cls)
+                if "help" in f.metadata}
+    assert set(TRAIN_OVERRIDES.values()) == declared
+    assert TRAIN_OVERRIDES["model"] == ("model", "name")
+    assert TRAIN_OVERRIDES["data"] == ("data", "source")
+    args = build_parser().parse_args(["train", "--val-fraction", "0.25", "--val-every", "7",
+                                      "--superres-factors", "1x1x4", "--lr-g", "0.001"])
+    run = build_run_config(args)
+    assert (run.data.val_fraction, run.train.val_every) == (0.25, 7)
+    assert run.model.superres_factors == (1, 1, 4) and run.train.lr_g == 0.001
 
 
 def test_help_documents_every_flag(capsys):

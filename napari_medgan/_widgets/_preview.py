@@ -14,6 +14,7 @@ import numpy as np
 from qtpy.QtCore import QTimer
 
 from napari_medgan._widgets._common import update_volume_layer
+from napari_medgan.tasks import TASKS
 
 PREVIEW = "GAN preview"
 PLACEHOLDER = "medgan_placeholder"  # metadata flag of a preview layer still waiting for data
@@ -27,10 +28,11 @@ def add_placeholders(viewer, model) -> bool:
     """
     fit_view = not len(viewer.layers)
     names = {PREVIEW: False}
-    if model.task == "joint":
+    task = TASKS[model.task]
+    if task.outputs_labels:
         names[f"{PREVIEW} labels"] = True
-    elif model.conditional:
-        names[f"{PREVIEW} condition"] = model.task == "label2image"
+    elif task.conditional:
+        names[f"{PREVIEW} condition"] = task.condition == "labels"
     shape = (model.patch_size,) * 3
     for name, is_label in names.items():
         if name not in viewer.layers:

@@ -36,10 +36,10 @@ from napari_medgan._widgets._common import (
 )
 from napari_medgan._widgets._dataset import PATCH
 from napari_medgan._widgets._preview import PLACEHOLDER, PREVIEW
+from napari_medgan.export import check_pairs
+from napari_medgan.tasks import TASKS
 
 REAL_SETS = ("all real image layers", "real reference only")
-EXPORTABLE = "an nnU-Net dataset needs image + label pairs: use a dcgan3d 'joint' model or a " \
-             "pix2pix3d 'label2image' model"
 
 
 class SetMetricsWidget(QWidget):
@@ -185,11 +185,10 @@ class SetMetricsWidget(QWidget):
         try:
             if not path:
                 raise ValueError("choose a checkpoint or a run folder")
-            joint = model is not None and model.name == "dcgan3d" and model.task == "joint"
-            if model is not None and not joint and model.task != "label2image":
-                raise ValueError(f"model {model.name}/{model.task} makes images only; "
-                                 + EXPORTABLE)
-            conditions = self._conditions() if model is not None and not joint else None
+            draws_labels = model is not None and TASKS[model.task].outputs_labels
+            if model is not None:
+                check_pairs(model, path)
+            conditions = self._conditions() if model is not None and not draws_labels else None
         except expected_errors() as exc:
             host.status.setText(report_error("Export", exc))
             return

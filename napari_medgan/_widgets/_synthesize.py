@@ -34,6 +34,7 @@ from napari_medgan._widgets._common import (
     spin,
 )
 from napari_medgan._widgets._set_metrics import SetMetricsWidget
+from napari_medgan.tasks import TASKS
 
 SYNTHETIC_KEY = "medgan_synthetic"
 #: Field of a baseline layer's ``SYNTHETIC_KEY`` tag naming the classical method. The tag keeps
@@ -127,7 +128,7 @@ class SynthesizeWidget(QWidget):
         m = loaded.model
         self.model_info.setText(f"{m.name}/{m.task}, step {loaded.step}, patch {m.patch_size}^3")
         for w, used in ((self.count, not m.conditional), (self.seed, not m.conditional),
-                        (self.condition, m.conditional), (self.mask, m.task == "inpaint"),
+                        (self.condition, m.conditional), (self.mask, TASKS[m.task].needs_mask),
                         (self.show_baseline, m.conditional)):
             w.setVisible(used)  # only the inputs this model takes
             if (label := self.form.labelForField(w)) is not None:  # none for a "" label
@@ -298,7 +299,7 @@ def _synthesize(path, loaded, n, seed, reference, condition, mask, with_baseline
     result = Synthesis(path, loaded, [],
                        reference=reference.source if reference is not None else None,
                        condition=condition.source if condition is not None else None)
-    if loaded.model.task != "inpaint":
+    if not TASKS[loaded.model.task].needs_mask:
         mask = None  # a mask picked for an earlier model is not this model's input
     if loaded.model.conditional:
         if condition is None:

@@ -24,7 +24,15 @@ from napari_medgan._widgets._common import (
 from napari_medgan._widgets._plot import LossPlot
 from napari_medgan._widgets._preview import add_placeholders, remove_placeholders, show_preview
 from napari_medgan._widgets._run import TrainingRun, TrainWorker, shutdown_on_destroy
-from napari_medgan.config import LOSSES, MODEL_TASKS, PRECISIONS, RunConfig
+from napari_medgan.config import (
+    LOSSES,
+    MODEL_TASKS,
+    PRECISIONS,
+    ModelConfig,
+    RunConfig,
+    TrainConfig,
+    field_help,
+)
 
 START_FROM = ("scratch", "fine-tune from checkpoint", "resume run folder")
 
@@ -44,16 +52,26 @@ class TrainWidget(QWidget):
         self.model = combo(MODEL_TASKS, self._on_model_changed)
         self.task = combo((), self._on_task_changed)
         self.loss = combo(LOSSES)
-        self.steps, self.batch = spin(1, 10**7, 2000), spin(1, 1024, 4)
-        self.channels, self.preview_every = spin(4, 1024, 32), spin(1, 10**6, 50)
-        self.lr_g, self.lr_d = lr_spin(2e-4), lr_spin(4e-4)
-        self.seed = spin(0, 2**31 - 1, 0)
+        t, m = TrainConfig(), ModelConfig()  # the defaults are the config's, declared once
+        self.steps, self.batch = spin(1, 10**7, t.steps), spin(1, 1024, t.batch_size)
+        self.channels = spin(4, 1024, m.channels)
+        self.preview_every = spin(1, 10**6, t.preview_every)
+        self.lr_g, self.lr_d = lr_spin(t.lr_g), lr_spin(t.lr_d)
+        self.seed = spin(0, 2**31 - 1, t.seed)
         self.device, self.precision = combo(_devices(), self._on_device_changed), combo(PRECISIONS)
         self.device_info = QLabel()
         self.out = PathPicker("dir", "auto: ~/napari-medgan-runs/<model>-<time>")
         self.start_from = combo(START_FROM)
         self.init_path = PathPicker("file_or_dir", "checkpoint or run folder")
         self.data_info = QLabel()
+        fields = {self.model: "model.name", self.task: "model.task", self.loss: "train.loss",
+                  self.steps: "train.steps", self.batch: "train.batch_size",
+                  self.channels: "model.channels", self.lr_g: "train.lr_g",
+                  self.lr_d: "train.lr_d", self.device: "train.device",
+                  self.precision: "train.precision", self.seed: "train.seed",
+                  self.preview_every: "train.preview_every"}
+        for w, key in fields.items():
+            w.setToolTip(field_help(*key.split(".")))  # the CLI's --help text, declared once
         for name, w in [("Data", self.data_info), ("Model", self.model), ("Task", self.task),
                         ("Loss", self.loss), ("Steps", self.steps), ("Batch size", self.batch),
                         ("Width (channels)", self.channels), ("lr G", self.lr_g),
@@ -72,6 +90,7 @@ class TrainWidget(QWidget):
             buttons.addWidget(b)
         self.status = QLabel("idle")
         self.status.setWordWrap(True)
+        self._progress = ""  # the latest periodic figure (validation), shown under the step
         from napari.utils.theme import get_theme
 
         theme = get_theme(self.viewer.theme)
@@ -141,6 +160,7 @@ class TrainWidget(QWidget):
         self._live["run"] = self.run
         self._fit_view = add_placeholders(self.viewer, run.model)
         self.plot.clear()
+        self._progress = ""
         self.status.setText(f"starting: {run.model.name}/{run.model.task} -> {run.out}")
         self._set_running(True)
         worker.start()
@@ -170,12 +190,15 @@ class TrainWidget(QWidget):
                 pbar.update(event.step - pbar.n)
             losses = "  ".join(f"{k} {v:.3g}" for k, v in event.losses.items() if k != "R1")
             self.status.setText(f"step {event.step}/{event.total}  {losses}  "
-                                f"({event.seconds:.2f} s/step)")
+                                f"({event.seconds:.2f} s/step)"
+                                + (f"\n{self._progress}" if self._progress else ""))
         elif isinstance(event, ev.PreviewEvent) and event.volumes:
             show_preview(self.viewer, event, self._fit_view)
             self._fit_view = False
         elif isinstance(event, ev.CheckpointEvent) and event.kind != "best":
             self.checkpoint = event.path
+        elif isinstance(event, ev.MessageEvent) and event.level == "progress":
+            self._progress = event.text
         elif isinstance(event, ev.MessageEvent):
             (show_warning if event.level == "warning" else show_info)(event.text)
         elif isinstance(event, ev.DoneEvent):

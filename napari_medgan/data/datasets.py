@@ -33,12 +33,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from napari_medgan.config import MODEL_TASKS
 from napari_medgan.io.volume import Volume
-
-CONDITIONAL_TASKS = MODEL_TASKS["pix2pix3d"]
-LABEL_TASKS = ("joint", "label2image")
-RESTORATION_TASKS = ("superres", "denoise", "inpaint")
+from napari_medgan.tasks import CONDITIONAL_TASKS, LABEL_TASKS, TASKS
 _MAX_FG_INDICES = 200_000  # a random subset is enough to pick crop centres from
 
 
@@ -191,32 +187,29 @@ class TrainingData:
     resampling and padding, in original units), ``volumes`` (normalised float32
     ``(z, y, x)`` arrays of what the generator produces: images, or targets for
     translate), ``label_arrays`` (label maps when given, also used to centre
-    crops on foreground), ``names``.
+    crops on foreground), ``names``, ``validation`` (held-out windows, see
+    :func:`hold_out`; the training arrays no longer contain their scored slabs).
     """
 
     def __init__(self, task: str, model: Any, images: list[np.ndarray],
                  labels: list[np.ndarray] | None, targets: list[np.ndarray] | None,
                  normalizer, target_normalizer, reference: Volume, num_classes: int,
-                 foreground_fraction: float, names: list[str], flip: bool = True) -> None:
+                 foreground_fraction: float, names: list[str], flip: bool = True,
+                 validation: list[dict] | None = None) -> None:
         self.task, self.model = task, model
+        self.validation = list(validation or [])
         self.patch_size = int(model.patch_size)
         self.normalizer, self.target_normalizer = normalizer, target_normalizer
         self.reference, self.num_classes, self.names = reference, int(num_classes), names
         self.foreground_fraction = float(foreground_fraction)
         self.flip = bool(flip)
         self._images, self._labels, self._targets = images, labels, targets
-        self.image_channels = 1 + (self.num_classes if task == "joint" else 0)
-        self.condition_channels = {"label2image": self.num_classes, "inpaint": 2}.get(
-            task, 1 if task in CONDITIONAL_TASKS else 0)
+        self.image_channels = TASKS[task].image_channels(self.num_classes)
+        self.condition_channels = TASKS[task].condition_channels(self.num_classes)
         pick = np.random.default_rng(0)
         self._foreground = []
         for i, image in enumerate(images):
-            if labels is not None:
-                mask = labels[i] > 0
-            else:  # above 10% of the robust intensity range: tissue, not air or padding
-                lo, hi = np.percentile(image, [1, 99])
-                mask = image > lo + 0.1 * (hi - lo)
-            idx = np.flatnonzero(mask)
+            idx = np.flatnonzero(foreground(image, labels[i] if labels is not None else None))
             if idx.size > _MAX_FG_INDICES:
                 idx = np.sort(pick.choice(idx, _MAX_FG_INDICES, replace=False))
             self._foreground.append(idx)
@@ -226,17 +219,17 @@ class TrainingData:
 
     @property
     def conditional(self) -> bool:
-        return self.task in CONDITIONAL_TASKS
+        return TASKS[self.task].conditional
 
     @property
     def volumes(self) -> list[np.ndarray]:
-        return self._targets if self.task == "translate" else self._images
+        return self._targets if TASKS[self.task].needs_targets else self._images
 
     @property
     def condition_volumes(self) -> list[np.ndarray] | None:
         """Normalised source volumes of ``translate`` (the other tasks build conditions from
         :attr:`volumes` or :attr:`label_arrays`), else None."""
-        return self._images if self.task == "translate" else None
+        return self._images if TASKS[self.task].needs_targets else None
 
     @property
     def zero_level(self) -> float:
@@ -260,11 +253,15 @@ class TrainingData:
 
     def _random_transpose(self, rng: np.random.Generator) -> tuple[int, int, int]:
         """A random permutation of the array axes that only swaps axes with the same voxel
-        spacing (and, for super-resolution, the same factor), so the physics of the pair --
-        anisotropic slices, thick-slice direction -- is unchanged."""
+        spacing, so the physics of the patch (anisotropic voxels) is unchanged.
+
+        For super-resolution the thick direction stays where the model's factors put it
+        and the patch turns under it: a 1x1x4 model also learns from thick slices
+        simulated across the y and x axes of an isotropic volume (SMORE, Zhao et al.
+        2020), three times the examples of one volume and no preference for one
+        anatomical plane."""
         spacing = np.round(np.asarray(self.reference.spacing, dtype=float)[::-1], 4)  # z, y, x
-        factors = (self.model.superres_factors[::-1] if self.task == "superres" else (1, 1, 1))
-        keys = [(float(s), int(f)) for s, f in zip(spacing, factors)]
+        keys = [float(s) for s in spacing]
         perm = [0, 1, 2]
         for key in set(keys):
             group = [a for a in range(3) if keys[a] == key]
@@ -273,16 +270,21 @@ class TrainingData:
                 perm[a] = int(b)
         return tuple(perm)  # type: ignore[return-value]
 
-    def _superres_pair(self, i: int, start, axes) -> tuple[np.ndarray, np.ndarray]:
+    def _superres_pair(self, i: int, start, axes, perm) -> tuple[np.ndarray, np.ndarray]:
         """(patch, its low-resolution input) for super-resolution: the degradation is made on
         the patch plus up to two thick voxels of context on every side (where the volume has
         them) and then cropped, so the input near the patch borders is interpolated from real
         neighbours as it is inside a whole volume at inference, not from replicated borders
-        (which cover half of a 16-voxel patch at 1x1x4). The thick-grid phase stays random."""
+        (which cover half of a 16-voxel patch at 1x1x4). The thick-grid phase stays random.
+        Returned in the array's own axis order; the caller transposes both by ``perm``, so
+        array axis ``perm[k]`` is degraded with the model's factor for axis ``k``."""
         from napari_medgan.data.superres import degrade as degrade_sr
         from napari_medgan.data.superres import factors_zyx
 
-        f = factors_zyx(self.model.superres_factors)
+        f_model = factors_zyx(self.model.superres_factors)
+        f = [1, 1, 1]
+        for k, a in enumerate(perm):
+            f[a] = f_model[k]
         p, shape = self.patch_size, self._images[i].shape
         lo, size = [], []
         for s, n, k in zip(start, shape, f):
@@ -303,6 +305,38 @@ class TrainingData:
             low = degrade_sr(torch.from_numpy(big)[None, None], f)[0, 0].numpy()
         inner = tuple(slice(o, o + p) for o in offset)
         return big[inner], low[inner]
+
+    def validation_pairs(self) -> list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
+        """``(condition (1, C, ...), truth (1, 1, ...), scored (1, 1, ...) bool)`` per held-out
+        window, made by the training degradation with a fixed seed (the same pairs at every
+        validation). Inpainting puts its box in the scored slab, where the truth is unseen."""
+        pairs = []
+        rng = np.random.default_rng(2024)
+        for window in self.validation:
+            truth = torch.from_numpy(np.ascontiguousarray(window["image"]))[None, None]
+            scored = torch.from_numpy(window["scored"])[None, None]
+            if self.task == "label2image":
+                cond = one_hot(torch.from_numpy(window["labels"].astype(np.int64))[None],
+                               self.num_classes)
+            elif self.task == "translate":
+                cond = truth
+                truth = torch.from_numpy(np.ascontiguousarray(window["target"]))[None, None]
+            elif self.task == "inpaint":
+                mask = torch.zeros_like(truth)
+                idx = np.argwhere(window["scored"])
+                lo, hi = idx.min(0), idx.max(0) + 1
+                box = []
+                for a, b in zip(lo, hi):
+                    edge = max(1, int(round((b - a) * float(self.model.inpaint_fraction) * 1.5)))
+                    start = a + (b - a - edge) // 2
+                    box.append(slice(int(start), int(start + edge)))
+                mask[(0, 0, *box)] = 1.0
+                cond = torch.cat([fill_hole(truth, mask), mask], dim=1)
+                scored = scored & (mask > 0)
+            else:
+                cond = degrade(self.task, truth, self.model, rng, zero=self.zero_level)
+            pairs.append((cond, truth, scored))
+        return pairs
 
     def sample_batch(self, batch_size: int, rng: np.random.Generator) -> dict[str, torch.Tensor]:
         """Random patches: ``{"image": (B, C, P, P, P)}`` plus ``"condition"`` when conditional.
@@ -328,7 +362,7 @@ class TrainingData:
             # transposes only where the mapping is local signal restoration; for label2image
             # and translate the plane carries anatomy (axial is not coronal), and permuting
             # axes cost label2image 0.15 SSIM on the held-out T1
-            perm = self._random_transpose(rng) if augment and self.task in RESTORATION_TASKS \
+            perm = self._random_transpose(rng) if augment and TASKS[self.task].restores \
                 else (0, 1, 2)
 
             def crop(array: np.ndarray) -> np.ndarray:
@@ -336,7 +370,7 @@ class TrainingData:
                 return np.transpose(out, perm) if perm != (0, 1, 2) else out
 
             if self.task == "superres":
-                patch, low = self._superres_pair(i, (z, y, x), axes)
+                patch, low = self._superres_pair(i, (z, y, x), axes, perm)
                 imgs.append(np.transpose(patch, perm))
                 lows.append(np.transpose(low, perm))
             else:
@@ -420,7 +454,7 @@ def _load_sources(run: Any) -> tuple[list[Volume], list[Volume] | None, list[Vol
         pairs = make_phantom_set(data.phantom_count, shape, fit_spacing(shape), run.train.seed,
                                  data.phantom_modality)
         targets = None
-        if task == "translate":
+        if TASKS[task].needs_targets:
             other = "ct" if data.phantom_modality == "mr" else "mr"
             targets = [img for img, _ in make_phantom_set(data.phantom_count, shape,
                                                            fit_spacing(shape), run.train.seed,
@@ -432,7 +466,7 @@ def _load_sources(run: Any) -> tuple[list[Volume], list[Volume] | None, list[Vol
     if data.labels and task in LABEL_TASKS:
         paths = _match("data.labels", image_paths, _paths("data.labels", data.labels))
         labels = [load_volume(p, is_label=True) for p in paths]
-    if data.target and task == "translate":
+    if data.target and TASKS[task].needs_targets:
         paths = _match("data.target", image_paths, _paths("data.target", data.target))
         targets = [load_volume(p, is_label=False) for p in paths]
     return images, labels, targets
@@ -489,11 +523,11 @@ def build_training_data(run: Any, images: list[Volume] | None = None,
     if task in LABEL_TASKS and labels is None:
         raise ValueError(f"{field_l}: task {task!r} needs label maps paired with the images "
                          "(set data.labels, or use data.source 'phantom')")
-    if task == "translate" and targets is None:
-        raise ValueError(f"{field_t}: task 'translate' needs target volumes paired with the "
+    if TASKS[task].needs_targets and targets is None:
+        raise ValueError(f"{field_t}: task {task!r} needs target volumes paired with the "
                          "images (set data.target, or use data.source 'phantom')")
     # labels given to other tasks still steer the crops towards foreground
-    targets = targets if task == "translate" else None
+    targets = targets if TASKS[task].needs_targets else None
     for field, others in ((field_l, labels), (field_t, targets)):
         if others is not None:
             _check_paired(field, images, others)
@@ -550,6 +584,85 @@ def build_training_data(run: Any, images: list[Volume] | None = None,
     reference = first.with_array(
         np.asarray((target_normalizer or normalizer).inverse(first_norm), dtype=np.float32),
         origin=first.origin - shift, is_label=False)
-    return TrainingData(task, model, list(norm_images), label_arrays, norm_targets, normalizer,
+    norm_images = list(norm_images)
+    validation = []
+    if task in CONDITIONAL_TASKS and float(data.val_fraction) > 0:
+        validation = hold_out(norm_images, label_arrays, norm_targets, float(data.val_fraction),
+                              p, model)
+    return TrainingData(task, model, norm_images, label_arrays, norm_targets, normalizer,
                         target_normalizer, reference, num_classes, data.foreground_fraction,
-                        [v.source or f"volume_{i}" for i, v in enumerate(images)], data.flip)
+                        [v.source or f"volume_{i}" for i, v in enumerate(images)], data.flip,
+                        validation)
+
+
+#: Volumes that give a validation slab (the rest train whole).
+MAX_VALIDATION_VOLUMES = 4
+
+
+def foreground(image: np.ndarray, labels: np.ndarray | None = None) -> np.ndarray:
+    """Tissue voxels: ``labels > 0`` when there are labels, else intensity above 10% of the
+    robust (1st-99th percentile) range, which leaves out air and padding."""
+    if labels is not None:
+        return labels > 0
+    lo, hi = np.percentile(image, [1, 99])
+    return image > lo + 0.1 * (hi - lo)
+
+
+def hold_out(images: list[np.ndarray], labels: list[np.ndarray] | None,
+             targets: list[np.ndarray] | None, fraction: float, patch: int,
+             model: Any) -> list[dict]:
+    """Split a validation slab off the end of each volume's longest axis, in place.
+
+    The slab (``fraction`` of that axis, at least one voxel, a whole number of
+    thick voxels for super-resolution) is removed from the training arrays; a
+    volume whose remainder would be shorter than a patch keeps all its voxels
+    and gives no slab, as do volumes after the first
+    :data:`MAX_VALIDATION_VOLUMES`. Each returned window is the slab plus up
+    to half a patch of the training voxels before it as *input* context (the
+    network sees real neighbours, not padding), with ``scored`` marking the
+    slab: ``{"image", "labels", "target", "scored", "volume", "axis"}``.
+    """
+    factors = (1, 1, 1)
+    if model.task == "superres":
+        from napari_medgan.data.superres import factors_zyx
+
+        factors = factors_zyx(model.superres_factors)
+    windows = []
+    for i, image in enumerate(images):
+        if len(windows) == MAX_VALIDATION_VOLUMES:
+            break
+        shape = image.shape
+        axis = int(np.argmax(shape))
+        n, f = shape[axis], factors[axis]
+        k = max(f, int(np.ceil(fraction * n / f)) * f)
+        if n - k < patch:
+            continue
+        context = min(patch // 2, n - k) // f * f
+
+        def cut(a: np.ndarray, lo: int, hi: int) -> np.ndarray:
+            index = [slice(None)] * 3
+            index[axis] = slice(lo, hi)
+            return np.ascontiguousarray(a[tuple(index)])
+
+        # every other axis cropped to whole thick voxels, so the degradation applies
+        crop = [slice(0, (m // g) * g) for m, g in zip(shape, factors)]
+        crop[axis] = slice(None)
+
+        def window(a: np.ndarray) -> np.ndarray:
+            return cut(a, n - k - context, n)[tuple(crop)]
+
+        win = {"image": window(image), "volume": i, "axis": axis,
+               "labels": window(labels[i]) if labels is not None else None,
+               "target": window(targets[i]) if targets is not None else None}
+        scored = np.zeros(win["image"].shape, dtype=bool)
+        index = [slice(None)] * 3
+        index[axis] = slice(context, None)
+        scored[tuple(index)] = True
+        win["scored"] = scored
+        windows.append(win)
+        images[i] = cut(image, 0, n - k)
+        if labels is not None:
+            labels[i] = cut(labels[i], 0, n - k)
+        if targets is not None:
+            targets[i] = cut(targets[i], 0, n - k)
+    return windows

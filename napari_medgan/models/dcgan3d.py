@@ -22,6 +22,8 @@ import torch
 from torch import nn
 from torch.nn.utils.parametrizations import spectral_norm as _spectral_norm
 
+from napari_medgan.tasks import TASKS
+
 __all__ = [
     "Generator3D",
     "Discriminator3D",
@@ -263,7 +265,7 @@ def channels_for(cfg) -> tuple[int, int]:
     For ``task="joint"`` the config's ``num_classes`` must be known (>= 2): a
     config with 0 ("take it from the data") is resolved by the trainer first.
     """
-    if cfg.task == "joint":
+    if TASKS[cfg.task].outputs_labels:
         if int(cfg.num_classes) < 2:
             raise ValueError(f"model.num_classes: expected >= 2 to build a joint model (0 means "
                              f"'from the data' and must be resolved first), "
@@ -277,7 +279,7 @@ def build_generator(cfg) -> Generator3D:
     latent, out = channels_for(cfg)
     return Generator3D(latent_dim=latent, out_channels=out, channels=int(cfg.channels),
                        spatial_size=int(cfg.patch_size),
-                       num_classes=int(cfg.num_classes) if cfg.task == "joint" else 0)
+                       num_classes=int(cfg.num_classes) if TASKS[cfg.task].outputs_labels else 0)
 
 
 def build_discriminator(cfg) -> Discriminator3D:

@@ -51,17 +51,7 @@ __all__ = [
     "build_generator",
     "build_discriminator",
     "channels_for",
-    "CONDITION_CHANNELS",
 ]
-
-#: task -> number of condition channels (``None``: ``num_classes``).
-CONDITION_CHANNELS: dict[str, int | None] = {
-    "label2image": None,
-    "translate": 1,
-    "denoise": 1,
-    "superres": 1,
-    "inpaint": 2,
-}
 
 _LEAKY = ("LEAKYRELU", {"negative_slope": 0.2})
 
@@ -186,16 +176,17 @@ class MultiScalePatchDiscriminator3D(nn.Module):
 
 def channels_for(cfg) -> tuple[int, int]:
     """``(condition channels, image channels)`` for a ModelConfig."""
-    cond = CONDITION_CHANNELS.get(cfg.task, 0)
-    if cfg.task not in CONDITION_CHANNELS:
-        raise ValueError(f"model.task: expected one of {tuple(CONDITION_CHANNELS)} for "
+    from napari_medgan.tasks import CONDITIONAL_TASKS, TASKS
+
+    if cfg.task not in CONDITIONAL_TASKS:
+        raise ValueError(f"model.task: expected one of {CONDITIONAL_TASKS} for "
                          f"pix2pix3d, got {cfg.task!r}")
-    if cond is None:
-        cond = int(cfg.num_classes)
-        if cond < 2:
-            raise ValueError(f"model.num_classes: expected >= 2 to build task {cfg.task!r} (0 "
-                             f"means 'from the data' and must be resolved first), got "
-                             f"{cfg.num_classes!r}")
+    task = TASKS[cfg.task]
+    cond = task.condition_channels(cfg.num_classes)
+    if task.condition == "labels" and cond < 2:
+        raise ValueError(f"model.num_classes: expected >= 2 to build task {cfg.task!r} (0 "
+                         f"means 'from the data' and must be resolved first), got "
+                         f"{cfg.num_classes!r}")
     return cond, 1
 
 

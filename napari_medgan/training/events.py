@@ -51,7 +51,7 @@ class MessageEvent:
     """Something the user should know (divergence rollback, device chosen, ...)."""
 
     step: int
-    level: str  # "info" | "warning"
+    level: str  # "info" | "warning" | "progress" (periodic figures: a status line, not a pop-up)
     text: str
 
 

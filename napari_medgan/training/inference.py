@@ -12,6 +12,7 @@ from torch import nn
 
 from napari_medgan.config import ModelConfig
 from napari_medgan.io.volume import Volume, VolumeError
+from napari_medgan.tasks import TASKS
 from napari_medgan.training.device import resolve_device
 from napari_medgan.training.outputs import decode_samples, reference_from_state
 
@@ -99,12 +100,12 @@ def make_condition(loaded: LoadedModel, volume: Volume, mask: Volume | None = No
     the user's volume *is* the noisy / low-resolution / masked input.
     """
     task = loaded.model.task
-    if task == "label2image":
+    if TASKS[task].condition == "labels":
         from napari_medgan.data.datasets import condition_from_volume
 
         return condition_from_volume(task, volume, loaded.model), volume
     name = volume.source or "condition"
-    if volume.is_label and task != "label2image":
+    if volume.is_label:
         raise VolumeError(f"{name}: a label map, but {loaded.model.task} needs an image")
     grid = volume
     image = np.asarray(loaded.normalizer.forward(np.asarray(volume.array, dtype=np.float32)),
@@ -154,7 +155,7 @@ def synthesize_from(loaded: LoadedModel, volume: Volume, mask: Volume | None = N
     )
     result = np.asarray(loaded.output_normalizer.inverse(out[0, 0].float().cpu().numpy()),
                         dtype=np.float32)
-    if loaded.model.task == "inpaint" and mask is not None:
+    if TASKS[loaded.model.task].needs_mask and mask is not None:
         keep = np.asarray(mask.array) <= 0
         result = np.where(keep, np.asarray(volume.array, dtype=np.float32), result)
     return grid.with_array(result, is_label=False,

@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from napari_medgan.io.volume import Volume
+from napari_medgan.tasks import TASKS
 
 
 def centered_geometry(reference: Volume, shape_zyx) -> dict:
@@ -38,18 +39,19 @@ def decode_samples(out, model_cfg, normalizer, reference: Volume, condition=None
     units (e.g. HU); label maps (argmax of the one-hot channels) for joint models;
     the conditions as volumes for conditional models (label maps for label2image).
     """
+    task = TASKS[model_cfg.task]
     out = out.detach().float().cpu().numpy()
     images, labels, conditions = [], [], []
     for b in range(out.shape[0]):
         geo = centered_geometry(reference, out.shape[2:])
         img = np.asarray(normalizer.inverse(out[b, 0]), dtype=np.float32)
         images.append(Volume(img, source=f"{name}_{b}", **geo))
-        if model_cfg.task == "joint":
+        if task.outputs_labels:
             lab = out[b, 1:].argmax(0).astype(np.uint8)
             labels.append(Volume(lab, is_label=True, source=f"{name}_{b}_labels", **geo))
         if condition is not None:
             c = condition[b].detach().float().cpu().numpy()
-            if model_cfg.task == "label2image":
+            if task.condition == "labels":
                 conditions.append(Volume(c.argmax(0).astype(np.uint8), is_label=True,
                                          source=f"condition_{b}", **geo))
             else:

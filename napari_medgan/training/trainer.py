@@ -31,6 +31,7 @@ from torch import nn
 from napari_medgan import __version__
 from napari_medgan.config import RunConfig
 from napari_medgan.io.atomic import atomic_write_text
+from napari_medgan.tasks import TASKS
 from napari_medgan.training import events as ev
 from napari_medgan.training.device import (
     autocast,
@@ -132,9 +133,10 @@ class Trainer:
 
         images, labels, targets = self._inputs
         self.data = build_training_data(run, images=images, labels=labels, targets=targets)
-        if run.model.task in ("joint", "label2image") and run.model.num_classes == 0:
+        needs_labels = TASKS[run.model.task].needs_labels
+        if needs_labels and run.model.num_classes == 0:
             run.model.num_classes = int(self.data.num_classes)
-        elif run.model.task in ("joint", "label2image") and self.data.num_classes > run.model.num_classes:
+        elif needs_labels and self.data.num_classes > run.model.num_classes:
             raise ValueError(
                 f"model.num_classes: the data has labels up to {self.data.num_classes - 1} but the "
                 f"model was built for {run.model.num_classes} classes"
@@ -194,6 +196,11 @@ class Trainer:
             self.fixed_latent = unwrap(self.G).sample_latent(max(cfg.preview_count, 4), generator=gen)
             self.fixed_real = self.data.sample_batch(8, fixed)["image"][:, :1]
         self._snapshot = self._capture_state()
+        self._val_pairs = self.data.validation_pairs() if run.model.conditional else []
+        self.validation: dict = {}
+        self._best_ema: dict | None = None
+        if self._val_pairs:
+            yield self._validate()
         world = f", {self.dist.world_size} processes" if self.dist.enabled else ""
         yield ev.MessageEvent(
             self.step, "info",
@@ -206,18 +213,14 @@ class Trainer:
     def _augment(self, x: torch.Tensor) -> torch.Tensor:
         if self.augment is None:
             return x
-        return self.augment(x, intensity_channels=self._intensity_channels(x))
+        return self.augment(x, intensity_channels=self._intensity_channels())
 
-    def _intensity_channels(self, x: torch.Tensor) -> list[int]:
-        """Channels that carry intensities (label one-hot channels are never brightened)."""
-        task = self.config.model.task
-        if task == "joint":
-            return [0]
-        if task == "label2image":
-            return [x.shape[1] - 1]  # condition one-hot first, image last
-        if task == "inpaint":
-            return [0, x.shape[1] - 1]  # masked image, (mask), image
-        return list(range(x.shape[1]))
+    def _intensity_channels(self) -> list[int]:
+        """Channels of ``cat(condition, image)`` that carry intensities: an image condition's
+        first channel and the image's first (one-hot labels and masks are never brightened)."""
+        task = TASKS[self.config.model.task]
+        cond = task.condition_channels(self.config.model.num_classes)
+        return ([0] if task.condition.startswith("image") else []) + [cond]
 
     def _train_step(self) -> dict[str, float]:
         cfg, model = self.config.train, self.config.model
@@ -356,10 +359,16 @@ class Trainer:
                     self._snapshot = self._capture_state()
                 if self.step % cfg.preview_every == 0 or self.step == total:
                     yield self.preview()
+                if self._val_pairs and self.step % cfg.val_every == 0:
+                    yield self._validate()
                 if self.step % cfg.checkpoint_every == 0 and self.step < total:
                     yield from self._save("last")
             if self._stop.is_set() and self.step < total:
                 reason = "stopped"
+            if self._val_pairs:
+                if self.validation["last_step"] != self.step:
+                    yield self._validate()
+                yield self._keep_best()
             path = None
             for event in self._save("final"):
                 if event.kind == "final":
@@ -407,6 +416,49 @@ class Trainer:
             condition_normalizer=self.data.normalizer,
         )
         return ev.PreviewEvent(self.step, images, labels, conditions)
+
+    @torch.no_grad()
+    def _val_score(self) -> float:
+        """Mean absolute error (normalised units) of the EMA generator over the scored voxels
+        of the held-out windows, each run whole by Gaussian-blended sliding windows."""
+        from monai.inferers import sliding_window_inference
+
+        p = self.config.model.patch_size
+        total, count = 0.0, 0
+        for cond, truth, scored in self._val_pairs:
+            with autocast(self.device, self.amp_dtype):
+                out = sliding_window_inference(cond.to(self.device), (p, p, p), 2, self.ema,
+                                               overlap=0.5, mode="gaussian",
+                                               padding_mode="replicate")
+            err = (out.float().cpu() - truth).abs()[scored]
+            total, count = total + float(err.sum()), count + int(err.numel())
+        return total / max(count, 1)
+
+    def _validate(self) -> ev.MessageEvent:
+        """Score the EMA generator on the held-out slab; remember its weights when best."""
+        score = self._val_score()
+        val = self.validation
+        if not val:
+            val.update(start=score, best=score, best_step=self.step)
+        if score < val["best"] or self._best_ema is None:
+            val.update(best=score, best_step=self.step)
+            self._best_ema = {k: v.detach().clone() for k, v in self.ema.state_dict().items()}
+        val.update(last=score, last_step=self.step)
+        self._log({"step": self.step, "validation_l1": score})
+        return ev.MessageEvent(
+            self.step, "progress",
+            f"validation L1 {score:.4f} (best {val['best']:.4f} at step {val['best_step']})")
+
+    def _keep_best(self) -> ev.MessageEvent:
+        """Put the best-validated EMA weights into the generator that is saved last."""
+        val = self.validation
+        if val["best_step"] != self.step:
+            self.ema.load_state_dict(self._best_ema)
+        return ev.MessageEvent(
+            self.step, "info",
+            f"keeping the generator of step {val['best_step']}: held-out L1 {val['best']:.4f} "
+            f"(step 0, the starting estimate: {val['start']:.4f}; step {val['last_step']}: "
+            f"{val['last']:.4f})")
 
     def quality(self) -> float:
         """Checkpoint figure (lower is better): L1 to fixed targets for conditional models,
@@ -456,6 +508,7 @@ class Trainer:
             "target_normalizer": data.target_normalizer.to_dict() if data.target_normalizer else None,
             "geometry": {**ref.geometry_dict(), "shape": list(ref.shape)},
             "num_classes": int(self.config.model.num_classes),
+            "validation": dict(getattr(self, "validation", {})),
         }
 
     def _log(self, record: dict) -> None:

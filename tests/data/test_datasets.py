@@ -52,7 +52,13 @@ def test_every_task_batch_layout(task, patch):
     else:
         assert "condition" not in batch and data.preview_conditions(2) is None
     assert len(data.volumes) == 3 and data.volumes[0].dtype == np.float32
-    assert data.reference.shape == data.volumes[0].shape
+    # the reference describes the whole first volume; a validation slab leaves one face
+    for w in data.validation:
+        if w["volume"] == 0:
+            a = w["axis"]
+            held = int(w["scored"].any(axis=tuple(b for b in range(3) if b != a)).sum())
+            assert data.reference.shape[a] == data.volumes[0].shape[a] + held
+    assert bool(data.validation) == (bool(cond_c) and patch == 16)  # 32^3: no room at 32
 
 
 def test_one_hot_channels_are_binary_and_exclusive():
@@ -109,7 +115,7 @@ def test_superres_inputs_come_from_context_and_flip_with_the_patch():
     run.model.superres_factors = (1, 1, 4)
     data = build_training_data(run)
     start = (8, 8, 8)
-    patch, low = data._superres_pair(0, start, ())
+    patch, low = data._superres_pair(0, start, (), (0, 1, 2))
     np.testing.assert_array_equal(patch, data.volumes[0][8:24, 8:24, 8:24])
     # interpolated from real neighbours: the degradation of the whole (32-voxel) z extent,
     # not of the patch alone, whose replicated borders differ
@@ -118,7 +124,7 @@ def test_superres_inputs_come_from_context_and_flip_with_the_patch():
     alone = degrade(torch.from_numpy(patch.copy())[None, None], (4, 1, 1))[0, 0].numpy()
     assert np.abs(alone - low)[:2].max() > 1e-3
     # flipping the pair flips the patch and its input together
-    f_patch, f_low = data._superres_pair(0, start, (0, 2))
+    f_patch, f_low = data._superres_pair(0, start, (0, 2), (0, 1, 2))
     np.testing.assert_array_equal(f_patch, np.flip(patch, (0, 2)))
     np.testing.assert_allclose(f_low, np.flip(low, (0, 2)), atol=1e-5)
 
@@ -285,14 +291,80 @@ def test_bad_calls():
         build_training_data(make_run(), images=[])
 
 
-def test_transposes_only_swap_axes_of_the_same_spacing_and_factor():
+def test_transposes_only_swap_axes_of_the_same_spacing():
     run = make_run("superres")
     run.model.superres_factors = (1, 1, 4)  # x, y thin; z thick
     data = build_training_data(run)
     rng = np.random.default_rng(0)
-    perms = {data._random_transpose(rng) for _ in range(40)}
-    assert perms == {(0, 1, 2), (0, 2, 1)}  # z (array axis 0) never moves
+    perms = {data._random_transpose(rng) for _ in range(60)}
+    assert len(perms) == 6  # isotropic: every axis may carry the thick slices (SMORE)
     data.reference = data.reference.with_array(data.reference.array, spacing=(1.0, 2.0, 2.0))
-    run.model.superres_factors = (2, 2, 2)
     perms = {data._random_transpose(rng) for _ in range(40)}
     assert perms == {(0, 1, 2), (1, 0, 2)}  # z and y (2 mm) swap; x (1 mm) stays
+
+
+def test_a_transposed_superres_pair_is_thick_along_the_models_axis():
+    """With the axes permuted, the input is still box-averaged along the model's thick axis
+    (z for 1x1x4): array axis perm[0] of the volume is the one degraded."""
+    from napari_medgan.data.superres import degrade
+
+    run = make_run("superres", patch=16, size=32, val_fraction=0)
+    run.model.superres_factors = (1, 1, 4)
+    data = build_training_data(run)
+    perm = (2, 0, 1)  # the patch's z is the volume's x
+    patch, low = data._superres_pair(0, (0, 0, 0), (), perm)
+    patch, low = np.transpose(patch, perm), np.transpose(low, perm)
+    np.testing.assert_array_equal(patch, np.transpose(data.volumes[0][:16, :16, :16], perm))
+    expected = degrade(torch.from_numpy(np.transpose(data.volumes[0][:16, :16, :32], perm)
+                                        .copy())[None, None], (4, 1, 1))[0, 0, :16]
+    np.testing.assert_allclose(low, expected.numpy(), atol=1e-5)
+
+
+def test_hold_out_takes_a_slab_off_the_longest_axis_with_context():
+    from napari_medgan.data.datasets import hold_out
+
+    model = ModelConfig(name="pix2pix3d", task="denoise", patch_size=16)
+    image = np.random.default_rng(0).normal(size=(20, 24, 40)).astype(np.float32)
+    labels = (image > 0).astype(np.uint8)
+    images, label_list = [image.copy()], [labels.copy()]
+    (win,) = hold_out(images, label_list, None, 0.15, 16, model)
+    assert images[0].shape == (20, 24, 34) and label_list[0].shape == (20, 24, 34)
+    np.testing.assert_array_equal(images[0], image[..., :34])
+    assert win["axis"] == 2 and win["image"].shape == (20, 24, 14)  # 6 scored + 8 context
+    np.testing.assert_array_equal(win["image"], image[..., 26:])
+    np.testing.assert_array_equal(win["labels"], labels[..., 26:])
+    assert win["scored"][..., 8:].all() and not win["scored"][..., :8].any()
+    # too small to spare a slab and keep a patch: trains whole, no validation
+    small = [image[:16, :16, :18].copy()]
+    assert hold_out(small, None, None, 0.15, 16, model) == [] and small[0].shape[2] == 18
+
+
+def test_hold_out_keeps_whole_thick_voxels_for_superres():
+    from napari_medgan.data.datasets import hold_out
+
+    model = ModelConfig(name="pix2pix3d", task="superres", patch_size=16,
+                        superres_factors=(1, 1, 4))
+    image = np.random.default_rng(0).normal(size=(41, 20, 22)).astype(np.float32)
+    images = [image.copy()]
+    (win,) = hold_out(images, None, None, 0.15, 16, model)
+    # z is longest and thick: 0.15 * 41 -> two thick voxels (8), context 8
+    assert images[0].shape == (33, 20, 22)
+    assert win["image"].shape == (16, 20, 22) and win["scored"][8:].all()
+    np.testing.assert_array_equal(win["image"], image[25:41])
+
+
+@pytest.mark.parametrize("task", ["label2image", "translate", "denoise", "superres", "inpaint"])
+def test_validation_pairs_score_only_unseen_voxels(task):
+    run = make_run(task, patch=16, size=24)
+    data = build_training_data(run)
+    assert len(data.validation) == 3 and data.volumes[0].shape[0] < 24
+    for (cond, truth, scored), win in zip(data.validation_pairs(), data.validation):
+        assert cond.shape[0] == truth.shape[0] == 1 and cond.shape[2:] == truth.shape[2:]
+        assert cond.shape[1] == TASKS[task][1 + 1] and scored.any()
+        if task != "inpaint":
+            assert torch.equal(scored[0, 0], torch.from_numpy(win["scored"]))
+        else:  # the hole is inside the scored slab, known voxels are exact
+            hole = cond[:, 1:] > 0
+            assert hole.any() and (scored == hole).all()
+            assert not (hole[0, 0] & ~torch.from_numpy(win["scored"])).any()
+            torch.testing.assert_close(cond[:, :1][~hole], truth[~hole])

@@ -230,26 +230,47 @@ def test_factors_zyx_reverses():
         factors_zyx((2, 2))
 
 
+@pytest.mark.parametrize("mode", ["cubic", "bspline"])
 @pytest.mark.parametrize("fac", [(2, 2, 2), (4, 1, 1), (1, 4, 2)])
-def test_cubic_upsample_beats_trilinear_on_smooth_signals(fac):
-    """Tricubic (separable cubic convolution) keeps constants, and on a smooth signal sampled
-    thick it is closer to the thin truth than trilinear, on the same grid; it is the
-    network's starting estimate."""
-    from napari_medgan.data.superres import ESTIMATE_MODE, degrade
-
+def test_cubic_upsampling_beats_trilinear_on_smooth_signals(fac, mode):
+    """Tricubic convolution and the cubic B-spline keep constants, and on a smooth signal
+    sampled thick both are closer to the thin truth than trilinear, on the same grid."""
     shape = tuple(8 * f for f in fac)
     z, y, x = np.meshgrid(*(np.arange(n, dtype=np.float64) for n in shape), indexing="ij")
     hr = torch.from_numpy(np.sin(z / 5.0) + np.cos(y / 6.0) * np.sin(x / 7.0)).float()
     hr = hr[None, None]
     low = downsample(hr, fac)
     inner = (0, 0, *(slice(2 * f, -2 * f) for f in fac))
-    err_cubic = (upsample(low, fac, mode="cubic") - hr)[inner].abs().mean()
+    err_cubic = (upsample(low, fac, mode=mode) - hr)[inner].abs().mean()
     err_linear = (upsample(low, fac, mode="trilinear") - hr)[inner].abs().mean()
     assert err_cubic < 0.8 * err_linear
     const = torch.full((1, 1, 4, 4, 4), 2.5)
-    torch.testing.assert_close(upsample(const, fac, mode="cubic"),
+    torch.testing.assert_close(upsample(const, fac, mode=mode),
                                torch.full((1, 1, *(4 * f for f in fac)), 2.5))
-    assert ESTIMATE_MODE == "cubic"
-    torch.testing.assert_close(degrade(hr, fac), upsample(low, fac, mode="cubic"))
     with pytest.raises(ValueError, match="mode"):
         upsample(low, fac, mode="nearest")
+
+
+@pytest.mark.parametrize("shape, fac", [((6, 7, 9), (4, 2, 1)), ((12, 5, 6), (2, 2, 2)),
+                                        ((4, 4, 4), (4, 4, 4)), ((5, 16, 16), (4, 1, 1))])
+def test_torch_bspline_is_scipys_bspline(shape, fac):
+    """The network's estimate (torch convolutions, truncated prefilter) is the benchmark's
+    B-spline baseline (scipy's exact recursive prefilter) on the same grid, borders included."""
+    from scipy import ndimage
+
+    from napari_medgan.data.superres import ESTIMATE_MODE
+
+    a = np.random.default_rng(3).normal(size=shape)
+    ref = ndimage.zoom(a, fac, order=3, mode="grid-mirror", grid_mode=True)
+    out = upsample(torch.from_numpy(a)[None, None], fac, mode="bspline")[0, 0].numpy()
+    assert out.shape == ref.shape
+    np.testing.assert_allclose(out, ref, atol=1e-4)
+    assert ESTIMATE_MODE == "bspline"
+    hr = torch.from_numpy(np.random.default_rng(4).normal(size=tuple(n * f for n, f in
+                                                                     zip(shape, fac))))[None, None]
+    torch.testing.assert_close(degrade(hr, fac), upsample(downsample(hr, fac), fac, "bspline"))
+    vol = Volume(a.astype(np.float32), spacing=(2.0, 3.0, 1.5), origin=(1.0, -2.0, 4.0))
+    mine, scipys = (upsample_volume(vol, fac[::-1], mode=m) for m in ("bspline", "scipy-bspline"))
+    np.testing.assert_array_equal(mine.spacing, scipys.spacing)
+    np.testing.assert_array_equal(mine.origin, scipys.origin)
+    np.testing.assert_allclose(mine.array, scipys.array, atol=1e-4)

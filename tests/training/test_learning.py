@@ -38,6 +38,10 @@ def _train_and_judge(tmp_path, halves, task, steps, noise_sigma=None, **model):
         model["noise_std"] = normalised_sigma(fit_normalizer("mr", [train_img.array]),
                                               noise_sigma)
     run = RunConfig.from_dict({
+        # the whole training half is trained on: these tests ask whether what is learned
+        # transfers to unseen anatomy; early stopping on a held-out slab is tested in
+        # test_trainer.py and measured in benchmarks/quality.py
+        "data": {"val_fraction": 0},
         "model": {"name": "pix2pix3d", "task": task, "patch_size": 16, "channels": 8, **model},
         "train": {"steps": steps, "batch_size": 4, "lr_g": 1e-3, "lr_d": 1e-3, "seed": 0,
                   "preview_every": 10_000, "checkpoint_every": 10_000},

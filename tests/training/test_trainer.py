@@ -134,3 +134,38 @@ def test_seeded_cpu_runs_repeat(tmp_path, tiny_run):
                 if isinstance(e, ev.StepEvent)]
 
     assert losses(tmp_path / "a") == losses(tmp_path / "b")
+
+
+def test_validation_keeps_the_best_scoring_generator(tmp_path, tiny_run):
+    """A conditional run scores its EMA generator on the held-out slab at step 0 and every
+    val_every steps; the final checkpoint holds the weights that scored best."""
+    from napari_medgan.models import build_generator
+
+    run = tiny_run(tmp_path / "run", model="pix2pix3d", task="denoise", steps=6, val_every=2,
+                   lr_g=5e-3)
+    run.data.phantom_size = 24  # room for a patch and a slab
+    trainer = Trainer(run)
+    events = _collect(trainer)
+    progress = [e for e in events if isinstance(e, ev.MessageEvent) and e.level == "progress"]
+    assert [e.step for e in progress] == [0, 2, 4, 6]
+    logged = [float(e.text.split()[2]) for e in progress]
+    val = trainer.validation
+    assert val["best"] == pytest.approx(min(logged), abs=1e-4)
+    assert val["start"] == pytest.approx(logged[0], abs=1e-4) and val["best_step"] in (0, 2, 4, 6)
+    kept = [e for e in events if isinstance(e, ev.MessageEvent) and "keeping" in e.text]
+    assert len(kept) == 1 and f"step {val['best_step']}" in kept[0].text
+    # the saved EMA generator is the best one: it scores the best figure again
+    ckpt = load_checkpoint(events[-1].checkpoint)
+    assert ckpt.state["validation"]["best_step"] == val["best_step"]
+    gen = build_generator(ckpt.model_config())
+    ckpt.load_module("ema", gen)
+    trainer.ema.load_state_dict(gen.state_dict())
+    assert trainer._val_score() == pytest.approx(val["best"], rel=1e-5)
+
+
+def test_small_volumes_train_without_validation(tmp_path, tiny_run):
+    run = tiny_run(tmp_path / "run", model="pix2pix3d", task="denoise", steps=2)
+    trainer = Trainer(run)
+    events = _collect(trainer)
+    assert trainer.validation == {} and not any(
+        isinstance(e, ev.MessageEvent) and e.level == "progress" for e in events)

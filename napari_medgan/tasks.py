@@ -1,0 +1,129 @@
+"""The task registry: one record per task, the one place that says what a task is.
+
+A task is what a model is trained to do; a model family (``models/``) is how.
+Code that needs to know something about a task asks its record here instead
+of comparing task names, so adding a task is one record (plus its family's
+support), not a branch in every module.
+
+==============  ===========  ==========  =================  ==========  ======
+task            family       condition   output             restores    pairs
+==============  ===========  ==========  =================  ==========  ======
+synthesis       dcgan3d      --          image              --          --
+joint           dcgan3d      --          image + labels     --          yes
+label2image     pix2pix3d    labels      image              --          yes
+translate       pix2pix3d    image       image (other)      --          --
+denoise         pix2pix3d    image       image              yes         --
+superres        pix2pix3d    image       image (thin grid)  yes         --
+inpaint         pix2pix3d    image+mask  image              yes         --
+==============  ===========  ==========  =================  ==========  ======
+
+Only :mod:`napari_medgan.config` and plain Python are imported here, so every
+layer (core, CLI, widgets) can read the registry without pulling in torch.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class Task:
+    """What one task needs and produces.
+
+    Attributes
+    ----------
+    name : str
+    family : str
+        The model family (``model.name``) that implements it.
+    condition : str
+        The generator's input: ``""`` (noise: unconditional), ``"labels"`` (a
+        label map, one-hot), ``"image"`` (an intensity volume) or
+        ``"image+mask"`` (an image and the mask of what to fill).
+    needs_labels : bool
+        Training needs label maps paired with the images.
+    needs_targets : bool
+        Training needs target volumes paired with the images (another modality):
+        the images are the conditions and the targets what is generated.
+    outputs_labels : bool
+        The generator draws label maps along with the images.
+    restores : bool
+        The condition is a degraded copy of the target made from a clean image
+        (super-resolution, denoising, inpainting): local signal restoration,
+        so training may also permute axes of equal spacing.
+    pairs : bool
+        Its results are image + label pairs a segmenter can be trained on
+        (``export-dataset``): the labels are drawn, or are the condition.
+    summary : str
+        One line for help texts and tooltips.
+    """
+
+    name: str
+    family: str
+    condition: str
+    needs_labels: bool
+    needs_targets: bool
+    outputs_labels: bool
+    restores: bool
+    pairs: bool
+    summary: str
+
+    @property
+    def conditional(self) -> bool:
+        return bool(self.condition)
+
+    @property
+    def needs_mask(self) -> bool:
+        return self.condition == "image+mask"
+
+    def condition_channels(self, num_classes: int) -> int:
+        """Channels of the generator's condition input (0: unconditional)."""
+        return {"": 0, "labels": int(num_classes), "image": 1, "image+mask": 2}[self.condition]
+
+    def image_channels(self, num_classes: int) -> int:
+        """Channels of what the generator produces (image, plus one-hot labels when drawn)."""
+        return 1 + (int(num_classes) if self.outputs_labels else 0)
+
+
+TASKS: dict[str, Task] = {t.name: t for t in (
+    #    name           family       condition     labels targets draws  restores pairs
+    Task("synthesis", "dcgan3d", "", False, False, False, False, False,
+         "noise -> image volume"),
+    Task("joint", "dcgan3d", "", True, False, True, False, True,
+         "noise -> image + label map pair"),
+    Task("label2image", "pix2pix3d", "labels", True, False, False, False, True,
+         "label map -> image"),
+    Task("translate", "pix2pix3d", "image", False, True, False, False, False,
+         "modality A -> modality B"),
+    Task("denoise", "pix2pix3d", "image", False, False, False, True, False,
+         "noisy image -> clean image"),
+    Task("superres", "pix2pix3d", "image", False, False, False, True, False,
+         "thick voxels -> thin voxels"),
+    Task("inpaint", "pix2pix3d", "image+mask", False, False, False, True, False,
+         "image with a masked region -> the region filled"),
+)}
+
+#: Tasks whose generator takes a condition (every family-``pix2pix3d`` task today).
+CONDITIONAL_TASKS: tuple[str, ...] = tuple(n for n, t in TASKS.items() if t.conditional)
+#: Tasks that train on label maps.
+LABEL_TASKS: tuple[str, ...] = tuple(n for n, t in TASKS.items() if t.needs_labels)
+
+
+def family_tasks() -> dict[str, tuple[str, ...]]:
+    """Model family -> its tasks, in registry order (the first is the family's default)."""
+    out: dict[str, list[str]] = {}
+    for t in TASKS.values():
+        out.setdefault(t.family, []).append(t.name)
+    return {k: tuple(v) for k, v in out.items()}
+
+
+def get_task(name: str) -> Task:
+    """The record of task ``name``; ValueError naming the known tasks otherwise."""
+    try:
+        return TASKS[name]
+    except KeyError:
+        raise ValueError(f"model.task: expected one of {tuple(TASKS)}, got {name!r}") from None
+
+
+#: Why a model's results cannot be exported as a segmentation dataset.
+NOT_PAIRS = ("export-dataset needs image + label pairs: a joint model (dcgan3d) or a "
+             "label2image model (pix2pix3d)")
