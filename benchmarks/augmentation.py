@@ -1,0 +1,162 @@
+"""Train on synthetic, test on real: do a model's image + label pairs teach a segmenter?
+
+The reference for every claim about synthetic pairs. On the head-phantom
+distribution (real label maps exist), for each pair-making model family:
+
+1. train the family with its demo settings for a fixed wall-clock budget;
+2. draw ``M`` synthetic image + label pairs;
+3. train the same small MONAI 3D U-Net segmenter (``napari_medgan.metrics.segmentation``)
+   on (a) ``N`` real pairs, (b) ``N`` synthetic pairs only, (c) ``N`` real + ``M``
+   synthetic pairs, and score each on held-out real phantoms (Dice per class);
+4. the set metrics (diversity ratio, intensity W1, FID-style distance with the
+   extractor named, nearest-real memorization) of the synthetic images against
+   real ones, with the real-vs-real value of each as the floor.
+
+The real training phantoms, the test phantoms and the GAN's training phantoms are
+disjoint draws. Prints one table, writes JSON to ``benchmarks/results/`` naming
+the hardware. Goals (issue "image + label pairs"): (b) >= 80% of (a)'s Dice;
+(c) not worse than (a); diversity ratio 0.9-1.1; 0 memorized samples.
+
+    .venv/bin/python benchmarks/augmentation.py                 # ~10 min on 2 CPU cores
+    .venv/bin/python benchmarks/augmentation.py --budget 60 --seg-steps 100   # a quick look
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+
+REAL_SEED, TEST_SEED = 10_000, 20_000  # the GAN's demo phantoms use seeds 0, 1, ...
+
+
+def train_family(name: str, out: Path, budget: float, seed: int):
+    """A pair-making model trained with its demo settings for ``budget`` seconds."""
+    from napari_medgan.training.console import consume
+    from napari_medgan.demo import demo_config
+    from napari_medgan.training.inference import load_generator
+    from napari_medgan.training.trainer import Trainer
+
+    if name != "dcgan3d-joint":
+        raise ValueError(f"family: {name!r} is not a pair-making family here")
+    run = demo_config(out, steps=100_000, seed=seed)
+    trainer = Trainer(run)
+    trainer.stop_after(budget)
+    summary = consume(trainer, 10**9, show=False)
+    return load_generator(summary["checkpoint"], device="cpu"), summary.get("step"), run
+
+
+def draw_pairs(loaded, n: int, seed: int):
+    from napari_medgan.training.inference import generate
+
+    images, labels = generate(loaded, n, seed=seed)
+    return [v.array for v in images], [np.asarray(v.array) for v in labels]
+
+
+def segment_scores(train_sets: dict, test, num_classes: int, steps: int, seed: int) -> dict:
+    from napari_medgan.metrics.segmentation import dice_per_class, train_segmenter
+
+    out = {}
+    for name, (images, labels) in train_sets.items():
+        t0 = time.perf_counter()
+        net = train_segmenter(images, labels, num_classes, steps=steps, seed=seed)
+        dice = dice_per_class(net, test[0], test[1], num_classes)
+        out[name] = {"dice_per_class": [float(d) for d in dice], "mean_dice": float(np.mean(dice)),
+                     "n_train": len(images), "seconds": round(time.perf_counter() - t0, 1)}
+        print(f"  segmenter on {name:<22} mean Dice {np.mean(dice):.3f}  "
+              f"({len(images)} pairs, {out[name]['seconds']} s)", flush=True)
+    return out
+
+
+def main(argv=None) -> int:
+    from _hardware import describe_hardware, hardware_slug
+
+    from napari_medgan.data.phantom import fit_spacing, make_phantom_set
+    from napari_medgan.metrics.report import evaluate_sets, summarize_report
+
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--families", nargs="+", default=["dcgan3d-joint"])
+    p.add_argument("--budget", type=float, default=220.0, help="GAN training seconds")
+    p.add_argument("--n-real", type=int, default=8, help="N: real training pairs")
+    p.add_argument("--n-synthetic", type=int, default=32, help="M: synthetic pairs")
+    p.add_argument("--n-test", type=int, default=16, help="held-out real phantoms")
+    p.add_argument("--seg-steps", type=int, default=300, help="segmenter training steps")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--out", help="JSON path (default benchmarks/results/augmentation-...json)")
+    args = p.parse_args(argv)
+
+    import torch
+
+    torch.manual_seed(args.seed)
+    hardware = describe_hardware("cpu")
+    print(f"# {hardware['cpu_model']} ({hardware['cpu_cores_usable']} cores), torch "
+          f"{hardware['torch']}; GAN budget {args.budget:g} s, segmenter {args.seg_steps} steps",
+          flush=True)
+    shape = (32, 32, 32)  # the demo's grid
+    real = make_phantom_set(args.n_real, shape, fit_spacing(shape), REAL_SEED + args.seed)
+    test = make_phantom_set(args.n_test, shape, fit_spacing(shape), TEST_SEED + args.seed)
+    real_img = [v.array for v, _ in real]
+    real_lab = [np.asarray(lab.array) for _, lab in real]
+    test_pairs = ([v.array for v, _ in test], [np.asarray(lab.array) for _, lab in test])
+    num_classes = int(max(a.max() for a in real_lab)) + 1
+
+    floor = summarize_report(evaluate_sets(real_img, test_pairs[0], seed=args.seed))
+    records = {}
+    with tempfile.TemporaryDirectory(prefix="medgan-augmentation-") as work:
+        for family in args.families:
+            print(f"\n## {family}", flush=True)
+            t0 = time.perf_counter()
+            loaded, steps, _ = train_family(family, Path(work) / family, args.budget, args.seed)
+            gan_seconds = time.perf_counter() - t0
+            syn_img, syn_lab = draw_pairs(loaded, args.n_synthetic, seed=args.seed + 1)
+            print(f"  trained {steps} steps in {gan_seconds:.0f} s; drew {len(syn_img)} pairs",
+                  flush=True)
+            n = args.n_real
+            sets = {"(a) real": (real_img, real_lab),
+                    "(b) synthetic": (syn_img[:n], syn_lab[:n]),
+                    "(c) real + synthetic": (real_img + syn_img, real_lab + syn_lab)}
+            scores = segment_scores(sets, test_pairs, num_classes, args.seg_steps, args.seed)
+            quality = summarize_report(evaluate_sets(real_img + test_pairs[0], syn_img,
+                                                     seed=args.seed))
+            a, b, c = (scores[k]["mean_dice"] for k in sets)
+            records[family] = {"gan_steps": steps, "gan_seconds": round(gan_seconds, 1),
+                               "segmenter": scores, "ratio_b_to_a": b / a if a else None,
+                               "c_minus_a": c - a, "set_metrics": quality}
+
+    print(f"\n{'family':<16} {'(a) real':>9} {'(b) syn':>9} {'b/a':>6} {'(c) r+s':>9} "
+          f"{'c-a':>7} {'diversity':>9} {'W1':>8} {'memorized':>10}")
+    for family, rec in records.items():
+        s, q = rec["segmenter"], rec["set_metrics"]
+        print(f"{family:<16} {s['(a) real']['mean_dice']:>9.3f} "
+              f"{s['(b) synthetic']['mean_dice']:>9.3f} {rec['ratio_b_to_a']:>6.2f} "
+              f"{s['(c) real + synthetic']['mean_dice']:>9.3f} {rec['c_minus_a']:>+7.3f} "
+              f"{q.get('diversity_ratio') or float('nan'):>9.3f} "
+              f"{q.get('intensity_wasserstein') or float('nan'):>8.4g} "
+              f"{q['memorized'].split(' ')[0]:>10}")
+    print(f"{'real vs real':<16} {'':>9} {'':>9} {'':>6} {'':>9} {'':>7} "
+          f"{floor.get('diversity_ratio') or float('nan'):>9.3f} "
+          f"{floor.get('intensity_wasserstein') or float('nan'):>8.4g} "
+          f"{floor['memorized'].split(' ')[0]:>10}")
+    out = Path(args.out) if args.out else (
+        HERE / "results"
+        / f"augmentation-{hardware_slug(hardware, 'cpu')}-{time.strftime('%Y%m%d')}.json")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps({
+        "benchmark": "augmentation", "hardware": hardware,
+        "settings": {k: v for k, v in vars(args).items() if k != "out"},
+        "num_classes": num_classes, "real_vs_real": floor, "results": records,
+    }, indent=2, default=str))
+    print(f"\nwrote {out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
