@@ -199,8 +199,6 @@ class Trainer:
         self._val_pairs = self.data.validation_pairs() if run.model.conditional else []
         self.validation: dict = {}
         self._best_ema: dict | None = None
-        if self._val_pairs:
-            yield self._validate()
         world = f", {self.dist.world_size} processes" if self.dist.enabled else ""
         yield ev.MessageEvent(
             self.step, "info",
@@ -208,6 +206,8 @@ class Trainer:
             f"{describe_device(self.device)}, precision "
             f"{'fp32' if self.amp_dtype is None else str(self.amp_dtype).split('.')[-1]}{world}",
         )
+        if self._val_pairs:  # step 0: the starting estimate's figure
+            yield self._validate()
 
     # ------------------------------------------------------------- one step
     def _augment(self, x: torch.Tensor) -> torch.Tensor:
@@ -439,7 +439,7 @@ class Trainer:
         score = self._val_score()
         val = self.validation
         if not val:
-            val.update(start=score, best=score, best_step=self.step)
+            val.update(start=score, start_step=self.step, best=score, best_step=self.step)
         if score < val["best"] or self._best_ema is None:
             val.update(best=score, best_step=self.step)
             self._best_ema = {k: v.detach().clone() for k, v in self.ema.state_dict().items()}
@@ -457,8 +457,8 @@ class Trainer:
         return ev.MessageEvent(
             self.step, "info",
             f"keeping the generator of step {val['best_step']}: held-out L1 {val['best']:.4f} "
-            f"(step 0, the starting estimate: {val['start']:.4f}; step {val['last_step']}: "
-            f"{val['last']:.4f})")
+            f"(step {val['start_step']}{', the starting estimate' if not val['start_step'] else ''}"
+            f": {val['start']:.4f}; step {val['last_step']}: {val['last']:.4f})")
 
     def quality(self) -> float:
         """Checkpoint figure (lower is better): L1 to fixed targets for conditional models,
