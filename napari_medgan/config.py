@@ -11,10 +11,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from napari_medgan.tasks import TASKS, family_tasks
+from napari_medgan.tasks import FAMILIES, TASKS
 
-#: model name -> tasks it supports (the first is the default); from the task registry.
-MODEL_TASKS: dict[str, tuple[str, ...]] = family_tasks()
+#: model name -> tasks it supports (the first is the default): the task registry's families.
+MODEL_TASKS: dict[str, tuple[str, ...]] = FAMILIES
 PRESETS = ("ct", "mr", "zscore", "none")
 LOSSES = ("bce", "hinge", "lsgan")
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")

@@ -1,21 +1,22 @@
 """The task registry: one record per task, the one place that says what a task is.
 
-A task is what a model is trained to do; a model family (``models/``) is how.
-Code that needs to know something about a task asks its record here instead
-of comparing task names, so adding a task is one record (plus its family's
-support), not a branch in every module.
+A task is what a model is trained to do; a model family (``models/``) is how,
+and :data:`FAMILIES` says which tasks each family serves (a task may have
+several). Code that needs to know something about a task asks its record here
+instead of comparing task names, so adding a task is one record (plus a
+family that serves it), not a branch in every module.
 
-==============  ===========  ==========  =================  ==========  ======
-task            family       condition   output             restores    pairs
-==============  ===========  ==========  =================  ==========  ======
-synthesis       dcgan3d      --          image              --          --
-joint           dcgan3d      --          image + labels     --          yes
-label2image     pix2pix3d    labels      image              --          yes
-translate       pix2pix3d    image       image (other)      --          --
-denoise         pix2pix3d    image       image              yes         --
-superres        pix2pix3d    image       image (thin grid)  yes         --
-inpaint         pix2pix3d    image+mask  image              yes         --
-==============  ===========  ==========  =================  ==========  ======
+==============  ==========  =================  ==========  ======  ===========
+task            condition   output             restores    pairs   families
+==============  ==========  =================  ==========  ======  ===========
+synthesis       --          image              --          --      dcgan3d
+joint           --          image + labels     --          yes     dcgan3d
+label2image     labels      image              --          yes     pix2pix3d
+translate       image       image (other)      --          --      pix2pix3d
+denoise         image       image              yes         --      pix2pix3d
+superres        image       image (thin grid)  yes         --      pix2pix3d
+inpaint         image+mask  image              yes         --      pix2pix3d
+==============  ==========  =================  ==========  ======  ===========
 
 Only :mod:`napari_medgan.config` and plain Python are imported here, so every
 layer (core, CLI, widgets) can read the registry without pulling in torch.
@@ -33,8 +34,6 @@ class Task:
     Attributes
     ----------
     name : str
-    family : str
-        The model family (``model.name``) that implements it.
     condition : str
         The generator's input: ``""`` (noise: unconditional), ``"labels"`` (a
         label map, one-hot), ``"image"`` (an intensity volume) or
@@ -58,7 +57,6 @@ class Task:
     """
 
     name: str
-    family: str
     condition: str
     needs_labels: bool
     needs_targets: bool
@@ -85,35 +83,44 @@ class Task:
 
 
 TASKS: dict[str, Task] = {t.name: t for t in (
-    #    name           family       condition     labels targets draws  restores pairs
-    Task("synthesis", "dcgan3d", "", False, False, False, False, False,
-         "noise -> image volume"),
-    Task("joint", "dcgan3d", "", True, False, True, False, True,
-         "noise -> image + label map pair"),
-    Task("label2image", "pix2pix3d", "labels", True, False, False, False, True,
-         "label map -> image"),
-    Task("translate", "pix2pix3d", "image", False, True, False, False, False,
-         "modality A -> modality B"),
-    Task("denoise", "pix2pix3d", "image", False, False, False, True, False,
-         "noisy image -> clean image"),
-    Task("superres", "pix2pix3d", "image", False, False, False, True, False,
-         "thick voxels -> thin voxels"),
-    Task("inpaint", "pix2pix3d", "image+mask", False, False, False, True, False,
+    #    name          condition     labels targets draws  restores pairs
+    Task("synthesis", "", False, False, False, False, False, "noise -> image volume"),
+    Task("joint", "", True, False, True, False, True, "noise -> image + label map pair"),
+    Task("label2image", "labels", True, False, False, False, True, "label map -> image"),
+    Task("translate", "image", False, True, False, False, False, "modality A -> modality B"),
+    Task("denoise", "image", False, False, False, True, False, "noisy image -> clean image"),
+    Task("superres", "image", False, False, False, True, False, "thick voxels -> thin voxels"),
+    Task("inpaint", "image+mask", False, False, False, True, False,
          "image with a masked region -> the region filled"),
 )}
 
-#: Tasks whose generator takes a condition (every family-``pix2pix3d`` task today).
+#: model family (``ModelConfig.name``) -> the tasks it serves, its default first. The same
+#: dict is ``napari_medgan.config.MODEL_TASKS``; :func:`register_family` adds to it.
+FAMILIES: dict[str, tuple[str, ...]] = {
+    # the built-in families, so that the config can be checked without importing torch;
+    # napari_medgan.models registers the same tuples from the families' own TASKS
+    "dcgan3d": ("synthesis", "joint"),
+    "pix2pix3d": ("label2image", "translate", "denoise", "superres", "inpaint"),
+}
+
+#: Tasks whose generator takes a condition.
 CONDITIONAL_TASKS: tuple[str, ...] = tuple(n for n, t in TASKS.items() if t.conditional)
 #: Tasks that train on label maps.
 LABEL_TASKS: tuple[str, ...] = tuple(n for n, t in TASKS.items() if t.needs_labels)
 
 
-def family_tasks() -> dict[str, tuple[str, ...]]:
-    """Model family -> its tasks, in registry order (the first is the family's default)."""
-    out: dict[str, list[str]] = {}
-    for t in TASKS.values():
-        out.setdefault(t.family, []).append(t.name)
-    return {k: tuple(v) for k, v in out.items()}
+def register_family(name: str, tasks: tuple[str, ...]) -> None:
+    """Declare that family ``name`` serves ``tasks`` (registered ones, its default first);
+    :func:`napari_medgan.models.register_model` calls this with the family's module."""
+    unknown = [t for t in tasks if t not in TASKS]
+    if not tasks or unknown:
+        raise ValueError(f"{name}: tasks must be registered tasks, got {tuple(tasks)!r}")
+    FAMILIES[name] = tuple(tasks)
+
+
+def families_of(task: str) -> tuple[str, ...]:
+    """The families that serve ``task``."""
+    return tuple(f for f, tasks in FAMILIES.items() if task in tasks)
 
 
 def get_task(name: str) -> Task:

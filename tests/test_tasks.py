@@ -7,12 +7,14 @@ import pytest
 
 from napari_medgan import models
 from napari_medgan.config import MODEL_TASKS, ModelConfig
-from napari_medgan.tasks import TASKS, family_tasks, get_task
+from napari_medgan.tasks import FAMILIES, TASKS, families_of, get_task
 
 
 def test_every_family_serves_exactly_its_registered_tasks():
-    assert MODEL_TASKS == family_tasks()
+    assert MODEL_TASKS is FAMILIES
     assert set(MODEL_TASKS) == set(models.MODELS)
+    for name, module in models.MODELS.items():
+        assert tuple(module.TASKS) == MODEL_TASKS[name]
     assert sorted(t for tasks in MODEL_TASKS.values() for t in tasks) == sorted(TASKS)
 
 
@@ -25,7 +27,8 @@ def test_record_matches_the_networks_and_the_batches(name):
     import numpy as np
 
     task = TASKS[name]
-    cfg = ModelConfig(name=task.family, task=name, patch_size=16, channels=8,
+    family = families_of(name)[0]
+    cfg = ModelConfig(name=family, task=name, patch_size=16, channels=8,
                       num_classes=8 if task.needs_labels else 0)
     cond, out = models.channels_for(cfg)
     assert out == task.image_channels(8)
@@ -47,7 +50,8 @@ def test_export_rule_is_the_pairs_field():
     from napari_medgan.export import ExportError, check_pairs
 
     for name, task in TASKS.items():
-        cfg = ModelConfig(name=task.family, task=name, num_classes=4 if task.needs_labels else 0)
+        cfg = ModelConfig(name=families_of(name)[0], task=name,
+                          num_classes=4 if task.needs_labels else 0)
         if task.pairs:
             check_pairs(cfg)
         else:

@@ -1,11 +1,24 @@
-"""Network architectures and the name -> module registry.
+"""Model families and the name -> module registry.
 
-Each model is one module exposing ``build_generator(cfg)``,
-``build_discriminator(cfg)`` and ``channels_for(cfg)``, where ``cfg`` is a
-:class:`napari_medgan.config.ModelConfig`. Adding a model means adding that
-file and one line to :data:`MODELS` (and its tasks to
-``napari_medgan.config.MODEL_TASKS``). The networks themselves take explicit
-keyword arguments; only the ``build_*`` functions read a config.
+A model family is one module (one file) that provides, for a
+:class:`napari_medgan.config.ModelConfig` ``cfg``:
+
+* ``build_generator(cfg)``, ``build_discriminator(cfg)`` and
+  ``channels_for(cfg) -> (generator input channels, image channels)``;
+* ``TASKS``: the tasks it serves (names from :mod:`napari_medgan.tasks`), its
+  default first;
+* ``LAYOUT_VERSION`` (int) and ``LAYOUT_NOTE`` (str): the network layout
+  stored in checkpoints, so one written by another layout is refused with a
+  line that says why;
+* optionally ``train_step(trainer, batch) -> dict of losses``: one
+  optimisation step of its own (the trainer keeps the loop, events,
+  checkpoints, EMA, validation, divergence guard and DDP); without it the
+  trainer's adversarial step is used (non-saturating GAN loss, lazy R1, and
+  L1 + feature matching for conditional families).
+
+Adding a family is that file plus one line, :func:`register_model`. The
+networks themselves take explicit keyword arguments; only the ``build_*``
+functions read a config.
 """
 
 from __future__ import annotations
@@ -16,13 +29,30 @@ from torch import nn
 
 from napari_medgan.models import dcgan3d, pix2pix3d
 
-__all__ = ["MODELS", "build_generator", "build_discriminator", "channels_for", "get_model"]
+__all__ = ["MODELS", "build_generator", "build_discriminator", "channels_for", "get_model",
+           "register_model"]
 
 #: model name (``ModelConfig.name``) -> module implementing it.
-MODELS: dict[str, ModuleType] = {
-    "dcgan3d": dcgan3d,
-    "pix2pix3d": pix2pix3d,
-}
+MODELS: dict[str, ModuleType] = {}
+
+_REQUIRED = ("build_generator", "build_discriminator", "channels_for", "TASKS",
+             "LAYOUT_VERSION", "LAYOUT_NOTE")
+
+
+def register_model(name: str, module: ModuleType) -> None:
+    """Register family ``module`` as ``ModelConfig.name == name`` (and its tasks in the task
+    registry); ValueError naming what the module lacks."""
+    from napari_medgan.tasks import register_family
+
+    missing = [a for a in _REQUIRED if not hasattr(module, a)]
+    if missing:
+        raise ValueError(f"{name}: a model family needs {', '.join(missing)}")
+    register_family(name, tuple(module.TASKS))
+    MODELS[name] = module
+
+
+register_model("dcgan3d", dcgan3d)
+register_model("pix2pix3d", pix2pix3d)
 
 
 def get_model(name: str) -> ModuleType:

@@ -22,7 +22,7 @@ import torch
 from torch import nn
 from torch.nn.utils.parametrizations import spectral_norm as _spectral_norm
 
-from napari_medgan.tasks import TASKS
+from napari_medgan.tasks import FAMILIES, get_task
 
 __all__ = [
     "Generator3D",
@@ -36,9 +36,13 @@ __all__ = [
 _MIN_BASE = 4
 
 
+#: Tasks this family serves, the default first (declared with the task registry).
+TASKS = FAMILIES["dcgan3d"]
+
 #: Network layout stored in checkpoints as ``model_layout`` (see ``Checkpoint.model_config``).
 LAYOUT_VERSION = 1
 LAYOUT_NOTE = "DCGAN generator and discriminator"
+
 
 def base_size(spatial_size: int) -> tuple[int, int]:
     """Starting side length and number of 2x stages for a patch of ``spatial_size``.
@@ -265,7 +269,7 @@ def channels_for(cfg) -> tuple[int, int]:
     For ``task="joint"`` the config's ``num_classes`` must be known (>= 2): a
     config with 0 ("take it from the data") is resolved by the trainer first.
     """
-    if TASKS[cfg.task].outputs_labels:
+    if get_task(cfg.task).outputs_labels:
         if int(cfg.num_classes) < 2:
             raise ValueError(f"model.num_classes: expected >= 2 to build a joint model (0 means "
                              f"'from the data' and must be resolved first), "
@@ -279,7 +283,7 @@ def build_generator(cfg) -> Generator3D:
     latent, out = channels_for(cfg)
     return Generator3D(latent_dim=latent, out_channels=out, channels=int(cfg.channels),
                        spatial_size=int(cfg.patch_size),
-                       num_classes=int(cfg.num_classes) if TASKS[cfg.task].outputs_labels else 0)
+                       num_classes=int(cfg.num_classes) if get_task(cfg.task).outputs_labels else 0)
 
 
 def build_discriminator(cfg) -> Discriminator3D:

@@ -43,6 +43,7 @@ from torch.nn.utils.parametrizations import spectral_norm as _spectral_norm
 from napari_medgan.models.checks import check_input
 from napari_medgan.models.residual_unet3d import ResidualUNet3D
 from napari_medgan.models.spade3d import SPADEGenerator3D
+from napari_medgan.tasks import FAMILIES
 
 __all__ = [
     "PatchDiscriminator3D",
@@ -176,12 +177,12 @@ class MultiScalePatchDiscriminator3D(nn.Module):
 
 def channels_for(cfg) -> tuple[int, int]:
     """``(condition channels, image channels)`` for a ModelConfig."""
-    from napari_medgan.tasks import CONDITIONAL_TASKS, TASKS
+    from napari_medgan.tasks import CONDITIONAL_TASKS, get_task
 
     if cfg.task not in CONDITIONAL_TASKS:
         raise ValueError(f"model.task: expected one of {CONDITIONAL_TASKS} for "
                          f"pix2pix3d, got {cfg.task!r}")
-    task = TASKS[cfg.task]
+    task = get_task(cfg.task)
     cond = task.condition_channels(cfg.num_classes)
     if task.condition == "labels" and cond < 2:
         raise ValueError(f"model.num_classes: expected >= 2 to build task {cfg.task!r} (0 "
@@ -189,6 +190,9 @@ def channels_for(cfg) -> tuple[int, int]:
                          f"{cfg.num_classes!r}")
     return cond, 1
 
+
+#: Tasks this family serves, the default first (declared with the task registry).
+TASKS = FAMILIES["pix2pix3d"]
 
 #: Network layout stored in checkpoints as ``model_layout``. Layout 1 (napari-medgan 0.1) was
 #: one instance-normalised U-Net for every task and cannot be loaded into these networks.

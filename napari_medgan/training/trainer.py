@@ -223,8 +223,20 @@ class Trainer:
         return ([0] if task.condition.startswith("image") else []) + [cond]
 
     def _train_step(self) -> dict[str, float]:
+        """One optimisation step on a fresh batch: the family's own ``train_step(trainer,
+        batch)`` when its module has one, else :meth:`adversarial_step`."""
+        from napari_medgan.models import get_model
+
+        batch = self.data.sample_batch(self.config.train.batch_size, self.rng)
+        family_step = getattr(get_model(self.config.model.name), "train_step", None)
+        return family_step(self, batch) if family_step is not None else \
+            self.adversarial_step(batch)
+
+    def adversarial_step(self, batch: dict[str, torch.Tensor]) -> dict[str, float]:
+        """The GAN step every built-in family uses: one discriminator update (non-saturating
+        loss by default, lazy R1), then one generator update through the updated D, plus L1
+        and feature matching for conditional families; the EMA follows. Returns the losses."""
         cfg, model = self.config.train, self.config.model
-        batch = self.data.sample_batch(cfg.batch_size, self.rng)
         real = batch["image"].to(self.device)
         cond = batch["condition"].to(self.device) if model.conditional else None
         d_module = unwrap(self.D)
