@@ -5,8 +5,23 @@ from __future__ import annotations
 import contextlib
 import os
 import tempfile
+import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
+
+
+_UMASK_LOCK = threading.Lock()
+
+
+def default_mode(directory: bool = False) -> int:
+    """The mode a plain ``open()`` / ``mkdir()`` would give under the process umask (e.g.
+    0o644 / 0o755 under 022). Temporary files and folders are created 0600 / 0700 for
+    safety while they are written; they get this mode before they take their final name,
+    so a colleague can read an exported dataset exactly as the user's umask allows."""
+    with _UMASK_LOCK:  # the umask can only be read by setting it
+        mask = os.umask(0o077)
+        os.umask(mask)
+    return (0o777 if directory else 0o666) & ~mask
 
 
 @contextlib.contextmanager
@@ -15,7 +30,8 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
 
     The temporary name keeps the final suffixes (``.nii.gz``, ``.nrrd``) so
     writers that pick a format from the extension still work. On any error the
-    temporary file is removed and ``path`` is untouched.
+    temporary file is removed and ``path`` is untouched. The file ends with the
+    umask's mode (:func:`default_mode`), not the temporary file's 0600.
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -27,6 +43,7 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
         yield tmp_path
         with open(tmp_path, "rb+") as fh:
             os.fsync(fh.fileno())
+        os.chmod(tmp_path, default_mode())
         os.replace(tmp_path, path)
     finally:
         if tmp_path.exists():

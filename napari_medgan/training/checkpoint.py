@@ -42,7 +42,7 @@ import torch
 from torch import nn
 
 from napari_medgan import __version__
-from napari_medgan.io.atomic import atomic_write_text
+from napari_medgan.io.atomic import atomic_write_text, default_mode
 from napari_medgan.training.ema import unwrap
 
 FORMAT = "napari-medgan-checkpoint"
@@ -164,6 +164,7 @@ def _write_dir(target: Path, fill: Callable[[Path], None]) -> None:
     _clean_leftovers(target.parent)
     tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.tmp-", dir=target.parent))
     try:
+        os.chmod(tmp, default_mode(directory=True))  # mkdtemp's 0700 -> what the umask allows
         fill(tmp)
         _fsync(tmp)
         aside = None
@@ -299,6 +300,7 @@ def save_checkpoint(directory: str | Path, *, modules: dict[str, nn.Module],
     def fill(tmp: Path) -> None:
         safetensors.torch.save_file(prepared, tmp / WEIGHTS_FILE,
                                     metadata={"format": "pt", FORMAT: str(FORMAT_VERSION)})
+        os.chmod(tmp / WEIGHTS_FILE, default_mode())  # safetensors writes 0600
         _fsync(tmp / WEIGHTS_FILE)
         doc["weights_bytes"] = (tmp / WEIGHTS_FILE).stat().st_size
         with open(tmp / STATE_FILE, "w", encoding="utf-8") as fh:

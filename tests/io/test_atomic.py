@@ -1,0 +1,51 @@
+"""Atomic writes: a crash leaves the old file, and the new one gets the umask's mode (a
+colleague can read an exported dataset), not the temporary file's 0600."""
+
+from __future__ import annotations
+
+import os
+import stat
+
+import numpy as np
+import pytest
+
+from napari_medgan.io import Volume, save_volume
+from napari_medgan.io.atomic import atomic_write, atomic_write_text, default_mode
+
+
+@pytest.fixture
+def umask_022():
+    old = os.umask(0o022)
+    yield
+    os.umask(old)
+
+
+def _mode(path) -> int:
+    return stat.S_IMODE(os.stat(path).st_mode)
+
+
+def test_written_files_and_checkpoint_folders_follow_the_umask(tmp_path, umask_022, tiny_run):
+    assert default_mode() == 0o644 and default_mode(directory=True) == 0o755
+    assert _mode(atomic_write_text(tmp_path / "a.json", "{}")) == 0o644
+    vol = save_volume(Volume(np.zeros((4, 4, 4), np.float32)), tmp_path / "v.nii.gz")
+    assert _mode(vol) == 0o644
+    from napari_medgan.training.trainer import Trainer
+
+    events = list(Trainer(tiny_run(tmp_path / "run", steps=1)).run())
+    ckpt = events[-1].checkpoint
+    assert _mode(ckpt) == 0o755
+    assert all(_mode(p) == 0o644 for p in os.scandir(ckpt))
+    os.umask(0o077)
+    assert _mode(atomic_write_text(tmp_path / "private.json", "{}")) == 0o600
+
+
+def test_a_failed_write_leaves_the_old_file(tmp_path):
+    target = atomic_write_text(tmp_path / "keep.txt", "old")
+
+    def boom(tmp):
+        tmp.write_text("half")
+        raise OSError("disk full")
+
+    with pytest.raises(OSError, match="disk full"):
+        atomic_write(target, boom)
+    assert target.read_text() == "old" and sorted(os.listdir(tmp_path)) == ["keep.txt"]
