@@ -33,6 +33,28 @@ def demo_config(out: str | Path, steps: int | None = None, seed: int = 0) -> Run
     )
 
 
+def _replace_previous_demo(run_dir: Path) -> None:
+    """A second ``make demo`` replaces the first one's run (runs never share a folder); a
+    folder holding any other run is refused, never deleted."""
+    import shutil
+
+    from napari_medgan.training.trainer import refuse_used_folder
+
+    try:
+        refuse_used_folder(run_dir)
+        return
+    except ValueError:
+        try:
+            previous = RunConfig.from_yaml(run_dir / "config.yaml")
+        except (OSError, ValueError):
+            previous = None
+        if previous is None or previous.data.source != "phantom" or previous.resume:
+            raise ValueError(f"{run_dir}: holds a run that is not a previous demo; choose "
+                             "another --out folder") from None
+    print(f"replacing the previous demo run in {run_dir}", file=sys.stderr)
+    shutil.rmtree(run_dir)
+
+
 def run_demo(out: str | Path, steps: int | None = None, seed: int = 0,
              budget_seconds: float | None = DEMO_TRAIN_SECONDS) -> dict:
     """Run the whole demo; returns (and writes as ``figures.json``) the figures it printed."""
@@ -45,6 +67,7 @@ def run_demo(out: str | Path, steps: int | None = None, seed: int = 0,
 
     out = Path(out)
     run = demo_config(out, steps, seed)
+    _replace_previous_demo(Path(run.out))
     t0 = time.perf_counter()
     trainer = Trainer(run)
     if budget_seconds:

@@ -77,6 +77,18 @@ def test_bad_input_exits_nonzero_with_one_line(argv, expected, capsys, tmp_path)
     assert expected in err and len(err.splitlines()) == 1, err
 
 
+def test_a_second_run_into_a_run_folder_is_refused(tmp_path, capsys):
+    out = tmp_path / "run"
+    assert main(["train", *TINY, "--steps", "1", "--out", str(out)]) == 0
+    weights = sorted(out.rglob("weights.safetensors"))
+    capsys.readouterr()
+    assert main(["train", *TINY, "--steps", "2", "--out", str(out)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert str(out) in err and "already holds a run" in err and len(err.splitlines()) == 1
+    assert sorted(out.rglob("weights.safetensors")) == weights  # nothing of the old run lost
+    assert main(["train", *TINY, "--steps", "2", "--out", str(out), "--resume"]) == 0
+
+
 def test_generate_refuses_a_pickle(tmp_path, capsys):
     marker = tmp_path / "pwned"
     evil = tmp_path / "model.pt"

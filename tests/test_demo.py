@@ -2,6 +2,8 @@
 
 import json
 
+import pytest
+
 from napari_medgan.cli import main
 
 
@@ -17,3 +19,21 @@ def test_demo_writes_volumes_picture_and_figures(tmp_path, capsys):
     assert "synthetic_000.nii.gz" in volumes and "synthetic_000_labels.nii.gz" in volumes
     assert len([v for v in volumes if v.startswith("real_")]) == 8
     assert (out / "side_by_side.png").stat().st_size > 20_000
+
+
+def test_a_second_demo_replaces_its_own_run_but_never_another(tmp_path):
+    from napari_medgan.config import RunConfig
+    from napari_medgan.demo import _replace_previous_demo, demo_config
+
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    demo_config(tmp_path).to_yaml(run_dir / "config.yaml")
+    (run_dir / "checkpoints").mkdir()
+    _replace_previous_demo(run_dir)
+    assert not run_dir.exists()
+    other = RunConfig.from_dict({"data": {"source": str(tmp_path)}, "out": str(run_dir)})
+    run_dir.mkdir()
+    other.to_yaml(run_dir / "config.yaml")
+    with pytest.raises(ValueError, match="not a previous demo"):
+        _replace_previous_demo(run_dir)
+    assert (run_dir / "config.yaml").exists()

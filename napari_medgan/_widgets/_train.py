@@ -137,10 +137,12 @@ class TrainWidget(QWidget):
             return
         from napari.qt.threading import thread_worker
 
-        from napari_medgan.training.trainer import Trainer
+        from napari_medgan.training.trainer import Trainer, refuse_used_folder
 
         try:
             run = self.build_run()
+            if not run.resume:  # never write a second run into a run's folder
+                refuse_used_folder(run.out)
             volumes = self.session.dataset.apply(run, self.viewer)
             run = RunConfig.from_dict(run.to_dict())
         except expected_errors() as exc:

@@ -123,6 +123,8 @@ class Trainer:
             torch.set_flush_denormal(True)
 
         source_ckpt = None
+        if not run.resume:
+            refuse_used_folder(self.out)
         if run.resume:
             source_ckpt = load_checkpoint(self.out)
         elif run.init:
@@ -528,6 +530,17 @@ class Trainer:
             return
         with open(self.out / "log.jsonl", "a") as fh:
             fh.write(json.dumps(record) + "\n")
+
+
+def refuse_used_folder(out: Path) -> None:
+    """ValueError when ``out`` already holds a run (its config or checkpoints): a new run
+    written there would mix its checkpoints, ``latest.json`` and ``config.yaml`` with the
+    old one's, and a later load could pick up either model."""
+    out = Path(out)
+    used = [name for name in ("config.yaml", "checkpoints", "log.jsonl") if (out / name).exists()]
+    if used:
+        raise ValueError(f"{out}: already holds a run ({', '.join(used)}); resume it "
+                         "(--resume / Start from: resume) or choose a new run folder")
 
 
 def write_summary(path: Path, summary: dict) -> None:

@@ -132,6 +132,22 @@ def test_bad_settings_are_reported_before_starting(make_napari_viewer, notificat
     assert any("fine-tune" in m for m in error_messages(notifications))
 
 
+def test_a_new_run_into_a_used_folder_is_refused_and_the_old_run_is_untouched(
+        make_napari_viewer, qtbot, tmp_path, notifications):
+    widget = _open(make_napari_viewer(), "Train GAN")
+    configure_tiny(widget, tmp_path / "run", steps=2)
+    widget._on_start()
+    _wait_idle(qtbot, widget)
+    before = sorted(p.name for p in (tmp_path / "run").rglob("*"))
+    config = (tmp_path / "run" / "config.yaml").read_text()
+    widget._on_start()  # "scratch" again into the same folder
+    assert widget.run is None
+    errors = error_messages(notifications)
+    assert any(str(tmp_path / "run") in m and "already holds a run" in m for m in errors)
+    assert sorted(p.name for p in (tmp_path / "run").rglob("*")) == before
+    assert (tmp_path / "run" / "config.yaml").read_text() == config
+
+
 def test_closing_the_viewer_stops_training_and_writes_a_checkpoint(
         make_napari_viewer, qtbot, tmp_path):
     viewer = make_napari_viewer()
