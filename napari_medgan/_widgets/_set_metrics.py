@@ -37,9 +37,11 @@ from napari_medgan._widgets._common import (
 from napari_medgan._widgets._dataset import PATCH
 from napari_medgan._widgets._preview import PLACEHOLDER, PREVIEW
 from napari_medgan.export import check_pairs
-from napari_medgan.tasks import TASKS
+from napari_medgan.tasks import NOT_PAIRS, TASKS
 
 REAL_SETS = ("all real image layers", "real reference only")
+EXPORT_TIP = ("write synthetic image + label pairs (and, if given, real ones) as an nnU-Net v2 "
+              "raw dataset with a manifest")
 
 
 class SetMetricsWidget(QWidget):
@@ -72,6 +74,8 @@ class SetMetricsWidget(QWidget):
         self.metrics_btn.clicked.connect(self._on_set_metrics)
         self.nearest_btn.clicked.connect(self._on_show_nearest)
         self.export_btn.clicked.connect(lambda: self._on_export())
+        self.export_btn.setToolTip(EXPORT_TIP)
+        self._export_allowed = True
         buttons = button_row(self.metrics_btn, self.nearest_btn, self.export_btn)
         self.table = results_table(["synthetic layer", "nearest real", "NCC", "memorized"],
                                    stretch=2, height=120)
@@ -176,6 +180,15 @@ class SetMetricsWidget(QWidget):
         self.host.show_in_grid(real, [layer.name])
         self.host.status.setText(f"{layer.name} next to its nearest real volume, {real}")
 
+    def model_changed(self, model) -> None:
+        """A model was loaded: nnU-Net export only for models that make image + label pairs;
+        for the others the button is disabled and says why."""
+        task = TASKS[model.task]
+        self._export_allowed = task.pairs
+        self.export_btn.setEnabled(task.pairs)
+        self.export_btn.setToolTip(EXPORT_TIP if task.pairs else
+                                   f"{model.name}/{model.task} makes images only: {NOT_PAIRS}")
+
     def _on_export(self, out: str | None = None, n: int | None = None) -> None:
         """Synthetic image + label pairs as an nnU-Net v2 dataset in folder ``out``
         (asked for when None); ``n`` cases for joint models (asked for when None)."""
@@ -207,7 +220,7 @@ class SetMetricsWidget(QWidget):
         run_in_thread(_export, out, path, n, host.seed.value(), conditions,
                       returned=self._on_exported,
                       errored=lambda exc: host.status.setText(report_error("Export", exc)),
-                      finished=lambda: self.export_btn.setEnabled(True))
+                      finished=lambda: self.export_btn.setEnabled(self._export_allowed))
 
     def _conditions(self) -> list:
         """Label maps for a label2image export, one synthetic case each: the host's condition

@@ -133,6 +133,7 @@ class SynthesizeWidget(QWidget):
             w.setVisible(used)  # only the inputs this model takes
             if (label := self.form.labelForField(w)) is not None:  # none for a "" label
                 label.setVisible(used)
+        self.set_metrics.model_changed(m)
         names = BASELINES.get(m.task, ())
         self.show_baseline.setToolTip(
             f"{m.task} is judged against {' and '.join(names)}: add them as layers next to "

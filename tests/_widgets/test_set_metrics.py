@@ -121,6 +121,7 @@ def test_export_joint_model_writes_a_valid_dataset(make_napari_viewer, qtbot, tm
     widget = _open(make_napari_viewer())
     panel = widget.set_metrics
     _wait_loaded(qtbot, widget, joint_checkpoint)
+    assert panel.export_btn.isEnabled() and "nnU-Net" in panel.export_btn.toolTip()
     for expected in ("Dataset501_MedGANSynthetic", "Dataset502_MedGANSynthetic"):
         panel._on_export(str(tmp_path), n=2)
         qtbot.waitUntil(lambda: panel.export_btn.isEnabled(), timeout=30_000)
@@ -136,12 +137,15 @@ def test_export_needs_image_label_pairs(make_napari_viewer, qtbot, tmp_path, not
     widget = _open(viewer)
     panel = widget.set_metrics
     _wait_loaded(qtbot, widget, trained_checkpoint)
-    panel._on_export(str(tmp_path), n=2)
+    # the button cannot work for an image-only model: disabled, and it says why
+    assert not panel.export_btn.isEnabled()
+    assert "makes images only" in panel.export_btn.toolTip()
+    panel._on_export(str(tmp_path), n=2)  # called anyway: one line, nothing written
     errors = error_messages(notifications)
     assert len(errors) == 1 and errors[0].startswith("Export:"), errors
     assert "image + label pairs" in errors[0] and "\n" not in errors[0]
     assert widget.status.text() == errors[0] and not list(tmp_path.iterdir())
-    assert panel.export_btn.isEnabled()
+    assert not panel.export_btn.isEnabled()
     add_phantom_layers(viewer, seed=5)
     _synthesize(qtbot, widget, 2)  # still usable
     assert len(widget.synthetic) == 2
