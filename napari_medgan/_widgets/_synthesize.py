@@ -5,6 +5,7 @@ volumes side by side, score them, save them."""
 from __future__ import annotations
 
 import math
+from pathlib import Path
 from dataclasses import dataclass, field
 
 from qtpy.QtWidgets import (
@@ -79,11 +80,17 @@ class SynthesizeWidget(QWidget):
             form.addRow(label, w)
         self.synth_btn, self.side_btn = QPushButton("Synthesize"), QPushButton("Side by side")
         self.save_btn = QPushButton("Save selected as NIfTI")
+        self.save_all_btn = QPushButton("Save all synthetic...")
+        self.save_all_btn.setToolTip("write every synthetic layer (not the baselines) to one "
+                                     "folder as NIfTI with safe file names, and synthetic.json "
+                                     "with each file's checkpoint, step and seed")
         self.side_btn.setCheckable(True)
         self.synth_btn.clicked.connect(self._on_synthesize)
         self.side_btn.toggled.connect(self._on_side_by_side)
         self.save_btn.clicked.connect(lambda: self._on_save())
-        buttons = button_row(self.synth_btn, self.side_btn, self.save_btn)
+        self.save_all_btn.clicked.connect(lambda: self._on_save_all())
+        buttons = button_row(self.synth_btn, self.side_btn)
+        save_buttons = button_row(self.save_btn, self.save_all_btn)
         self.against = QLabel("")  # the real layer the table's figures are against
         self.against.setWordWrap(True)
         self.table = results_table(["method", "PSNR (dB)", "SSIM", "MAE"], stretch=1,
@@ -94,6 +101,7 @@ class SynthesizeWidget(QWidget):
         layout = QVBoxLayout(self)
         layout.addLayout(form)
         layout.addLayout(buttons)
+        layout.addLayout(save_buttons)
         layout.addWidget(self.against)
         layout.addWidget(self.table)
         layout.addWidget(self.set_metrics)
@@ -265,6 +273,38 @@ class SynthesizeWidget(QWidget):
             self.status.setText(report_error("Save", exc))
             return
         self.status.setText(f"saved {layer.name} to {written}")
+
+
+    def _on_save_all(self, folder: str | None = None) -> None:
+        """Every synthetic layer in the viewer (model outputs, not baselines) to ``folder``
+        (asked for when None), with a provenance manifest."""
+        import json
+
+        from napari_medgan.io import atomic_write_text, save_volumes
+
+        layers = [layer for layer in self.viewer.layers
+                  if layer.metadata.get(SYNTHETIC_KEY) and not is_baseline_layer(layer)]
+        if not layers:
+            self.status.setText(report_error("Save all synthetic", ValueError(
+                "no synthetic layers in the viewer: synthesize first")))
+            return
+        if folder is None:
+            folder = QFileDialog.getExistingDirectory(self, "Folder for the synthetic volumes")
+            if not folder:
+                return
+        try:
+            paths = save_volumes([(layer.name, layer_to_volume(layer, copy=False))
+                                  for layer in layers], folder)
+            manifest = [{"file": p.name, "layer": layer.name,
+                         "provenance": layer.metadata.get(SYNTHETIC_KEY)}
+                        for p, layer in zip(paths, layers)]
+            atomic_write_text(Path(folder) / "synthetic.json",
+                              json.dumps(manifest, indent=2, default=str))
+        except expected_errors() as exc:
+            self.status.setText(report_error("Save all synthetic", exc))
+            return
+        self.status.setText(f"saved {len(paths)} synthetic volume(s) and synthetic.json "
+                            f"to {folder}")
 
 
 def _load(path: str):

@@ -21,7 +21,7 @@ from napari_medgan.io.paths import (
 )
 from napari_medgan.io.readers import dicom_series_files, load_volume
 from napari_medgan.io.volume import Volume, VolumeError
-from napari_medgan.io.writers import save_dicom_series, save_volume
+from napari_medgan.io.writers import safe_file_stem, save_dicom_series, save_volume, save_volumes
 
 __all__ = [
     "Normalizer",
@@ -40,7 +40,9 @@ __all__ = [
     "load_volume",
     "reorient_to_ras",
     "resample_to_spacing",
+    "safe_file_stem",
     "save_dicom_series",
     "save_volume",
+    "save_volumes",
     "volume_stem",
 ]

@@ -254,3 +254,31 @@ def save_dicom_series(
             writer.Execute(slice_image)
         written.append(target)
     return written
+
+
+def safe_file_stem(name: str) -> str:
+    """``name`` as a file stem that every system and shell accepts: letters, digits, ``.``,
+    ``_`` and ``-`` kept, every other run of characters one ``_`` (``"synthetic_000 (step
+    600)"`` -> ``"synthetic_000_step_600"``); never empty or hidden."""
+    import re
+
+    stem = re.sub(r"[^A-Za-z0-9._-]+", "_", str(name)).strip("._-")
+    return stem or "volume"
+
+
+def save_volumes(named: list[tuple[str, Volume]], folder: str | Path,
+                 suffix: str = ".nii.gz") -> list[Path]:
+    """Write each ``(name, volume)`` to ``folder/<safe name><suffix>`` with its geometry
+    (:func:`save_volume`); a name already taken, in this call or on disk, gets ``_2``,
+    ``_3``, ... -- nothing is overwritten. Returns the paths in order."""
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    written: list[Path] = []
+    for name, volume in named:
+        stem = safe_file_stem(name)
+        path, k = folder / f"{stem}{suffix}", 1
+        while path.exists() or path in written:
+            k += 1
+            path = folder / f"{stem}_{k}{suffix}"
+        written.append(save_volume(volume, path))
+    return written

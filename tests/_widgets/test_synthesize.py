@@ -58,6 +58,23 @@ def test_synthesis_side_by_side_metrics_and_save(make_napari_viewer, qtbot, tmp_
     np.testing.assert_allclose(saved.spacing[::-1], real.scale, rtol=1e-6)
     np.testing.assert_allclose(saved.array, viewer.layers[widget.synthetic[0]].data, atol=1e-5)
 
+    # every synthetic layer at once, safe names, nothing overwritten, provenance beside them
+    import json
+    import os
+
+    widget._on_save_all(str(tmp_path / "all"))
+    widget._on_save_all(str(tmp_path / "all"))  # again: new names, the first files stay
+    files = sorted(os.listdir(tmp_path / "all"))
+    assert files == ["synthetic.json", "synthetic_000_step_3.nii.gz",
+                     "synthetic_000_step_3_2.nii.gz", "synthetic_001_step_3.nii.gz",
+                     "synthetic_001_step_3_2.nii.gz"], files
+    manifest = json.loads((tmp_path / "all" / "synthetic.json").read_text())
+    assert [m["layer"] for m in manifest] == widget.synthetic
+    assert all(m["provenance"]["step"] == 3 for m in manifest)
+    again = load_volume(tmp_path / "all" / "synthetic_001_step_3.nii.gz")
+    np.testing.assert_allclose(again.array, viewer.layers[widget.synthetic[1]].data, atol=1e-5)
+    np.testing.assert_allclose(again.origin, saved.origin, atol=1e-4)
+
 
 def test_same_seed_same_samples_and_default_reference(make_napari_viewer, qtbot,
                                                       trained_checkpoint):

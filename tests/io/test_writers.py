@@ -110,3 +110,18 @@ def test_failed_write_keeps_the_old_file_and_leaves_no_temporary(
     assert path.read_bytes() == before
     assert sorted(p.name for p in tmp_path.iterdir()) == [path.name]
     np.testing.assert_array_equal(load_volume(path).array, old.array)
+
+
+def test_save_volumes_uses_safe_unique_names_and_overwrites_nothing(tmp_path):
+    from napari_medgan.io import load_volume, safe_file_stem, save_volumes
+
+    assert safe_file_stem("synthetic_000 (step 600)") == "synthetic_000_step_600"
+    assert safe_file_stem("../..//") == "volume" and safe_file_stem(".hidden") == "hidden"
+    a = Volume(np.zeros((4, 4, 4), np.float32), spacing=(2.0, 2.0, 3.0))
+    b = Volume(np.ones((4, 4, 4), np.float32), spacing=(2.0, 2.0, 3.0))
+    first = save_volumes([("T1 / head", a), ("T1 / head", b)], tmp_path)
+    assert [p.name for p in first] == ["T1_head.nii.gz", "T1_head_2.nii.gz"]
+    again = save_volumes([("T1 / head", b)], tmp_path)
+    assert [p.name for p in again] == ["T1_head_3.nii.gz"]
+    assert load_volume(first[0]).array.max() == 0  # the first file was not overwritten
+    np.testing.assert_allclose(load_volume(first[1]).spacing, (2.0, 2.0, 3.0))
