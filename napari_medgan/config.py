@@ -27,13 +27,32 @@ def opt(default: Any, help: str, flag: str | None = None) -> Any:
     return field(default=default, metadata={"help": help, "flag": flag})
 
 
+class _Checked:
+    """Base of the config sections: a field changed after construction is validated
+    again, with the whole section's rules (``__post_init__``), before it is kept; a bad
+    value raises the same one-line ValueError as a bad config file and leaves the object
+    as it was. Change fields that must agree (``model.name`` and ``model.task``) together
+    with :func:`dataclasses.replace`."""
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        if not self.__dict__.get("_validated") or name not in self.__dataclass_fields__:
+            object.__setattr__(self, name, value)
+            return
+        checked = dataclasses.replace(self, **{name: value})  # runs __post_init__
+        object.__setattr__(self, name, getattr(checked, name))  # its normalised value
+
+    def _ready(self) -> None:
+        """Called at the end of ``__post_init__``: from now on changes are checked."""
+        object.__setattr__(self, "_validated", True)
+
+
 def _check(cond: bool, name: str, value: Any, expected: str) -> None:
     if not cond:
         raise ValueError(f"{name}: expected {expected}, got {value!r}")
 
 
 @dataclass
-class DataConfig:
+class DataConfig(_Checked):
     """Where training volumes come from and how they are normalised.
 
     ``source`` is ``"phantom"`` (the built-in head-phantom distribution), a
@@ -80,10 +99,11 @@ class DataConfig:
                self.foreground_fraction, "a number in [0, 1]")
         _check(0.0 <= float(self.val_fraction) <= 0.5, "data.val_fraction", self.val_fraction,
                "a number in [0, 0.5] (0 = no validation)")
+        self._ready()
 
 
 @dataclass
-class ModelConfig:
+class ModelConfig(_Checked):
     """Architecture. Stored in every checkpoint; on resume it comes from there.
 
     ``superres_factors``: thick/thin voxel ratio per axis, ITK (x, y, z) order,
@@ -133,6 +153,7 @@ class ModelConfig:
         _check(self.noise in NOISE_KINDS, "model.noise", self.noise, f"one of {NOISE_KINDS}")
         _check(float(self.noise_std) > 0.0, "model.noise_std", self.noise_std,
                "> 0 (normalised units: the intensity range maps to about [-1, 1])")
+        self._ready()
 
     @property
     def conditional(self) -> bool:
@@ -140,7 +161,7 @@ class ModelConfig:
 
 
 @dataclass
-class TrainConfig:
+class TrainConfig(_Checked):
     """Optimisation and run-control settings.
 
     ``val_every``: conditional tasks score the EMA generator on the held-out
@@ -204,6 +225,7 @@ class TrainConfig:
             _check(int(value) >= 1, f"train.{name}", value, ">= 1")
         _check(int(self.preview_count) >= 1, "train.preview_count", self.preview_count, ">= 1")
         _check(int(self.num_workers) >= 0, "train.num_workers", self.num_workers, ">= 0")
+        self._ready()
 
 
 @dataclass

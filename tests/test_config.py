@@ -68,3 +68,24 @@ def test_shipped_example_config_is_valid():
     path = Path(__file__).parents[1] / "resources" / "example_config.yaml"
     run = RunConfig.from_yaml(path)
     assert run.model.name == "dcgan3d" and run.model.task == "joint"
+
+
+def test_a_changed_field_is_checked_again_and_a_bad_change_is_not_kept():
+    """No round trip through dicts: setting a field runs its section's rules, with the
+    same one-line error as a config file, and leaves the section as it was."""
+    import dataclasses
+
+    run = RunConfig()
+    run.train.steps = 50
+    run.model.superres_factors = "1x1x4"  # normalised as in a config file
+    assert run.train.steps == 50 and run.model.superres_factors == (1, 1, 4)
+    with pytest.raises(ValueError, match=r"^train\.steps: expected >= 1, got 0$"):
+        run.train.steps = 0
+    assert run.train.steps == 50
+    with pytest.raises(ValueError, match="data.val_fraction"):
+        run.data.val_fraction = 0.9
+    with pytest.raises(ValueError, match="model.task"):
+        run.model.name = "pix2pix3d"  # the default task 'synthesis' is not one of its tasks
+    assert (run.model.name, run.model.task) == ("dcgan3d", "synthesis")
+    run.model = dataclasses.replace(run.model, name="pix2pix3d", task="denoise")  # together
+    assert run.model.conditional and run.model.superres_factors == (1, 1, 4)

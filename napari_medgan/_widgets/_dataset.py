@@ -31,7 +31,7 @@ from napari_medgan._widgets._common import (
     session_for,
     spin,
 )
-from napari_medgan.config import PRESETS, RunConfig
+from napari_medgan.config import PRESETS, ModelConfig, RunConfig
 
 SOURCES = ("phantom", "layers", "folder")
 PATCH = "random patch"
@@ -158,11 +158,10 @@ class DatasetWidget(QWidget):
 
     def _on_show_patch(self) -> None:
         """Sample one training patch as the trainer would and add it as layers."""
-        run = RunConfig()
-        run.model.name, run.model.task = self.session.model_name, self.session.task
         try:
-            volumes = self.session.dataset.apply(run, self.viewer)
-            run = RunConfig.from_dict(run.to_dict())
+            run = RunConfig(model=ModelConfig(name=self.session.model_name,
+                                              task=self.session.task))
+            volumes = self.session.dataset.apply(run, self.viewer)  # checked as it sets
         except expected_errors() as exc:
             self.status.setText(report_error("Show random patch", exc))
             return

@@ -112,9 +112,9 @@ class TrainWidget(QWidget):
     # ----------------------------------------------------------------- config
     def build_run(self) -> RunConfig:
         """The RunConfig the form describes (the dataset part comes from the session)."""
-        run = RunConfig()
-        run.model.name, run.model.task = self.model.currentText(), self.task.currentText()
-        run.model.channels = self.channels.value()
+        run = RunConfig(model=ModelConfig(name=self.model.currentText(),
+                                          task=self.task.currentText(),
+                                          channels=self.channels.value()))
         t = run.train
         t.loss, t.steps = self.loss.currentText(), self.steps.value()
         t.batch_size = self.batch.value()
@@ -129,7 +129,7 @@ class TrainWidget(QWidget):
         default = Path.home() / "napari-medgan-runs" / f"{run.model.name}-{stamp}"
         run.out = path if start == 2 else (self.out.path() or str(default))
         run.init, run.resume = (path if start == 1 else None), start == 2
-        return RunConfig.from_dict(run.to_dict())  # validates every field
+        return run  # every field was checked as it was set
 
     # --------------------------------------------------------------- handlers
     def _on_start(self) -> None:
@@ -143,8 +143,7 @@ class TrainWidget(QWidget):
             run = self.build_run()
             if not run.resume:  # never write a second run into a run's folder
                 refuse_used_folder(run.out)
-            volumes = self.session.dataset.apply(run, self.viewer)
-            run = RunConfig.from_dict(run.to_dict())
+            volumes = self.session.dataset.apply(run, self.viewer)  # checked as it sets
         except expected_errors() as exc:
             self.status.setText(report_error("Train GAN", exc))
             return

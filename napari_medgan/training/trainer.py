@@ -16,6 +16,7 @@ state with lower learning rates.
 from __future__ import annotations
 
 import copy
+import dataclasses
 import json
 import math
 import threading
@@ -512,7 +513,7 @@ class Trainer:
         ref = data.reference
         return {
             "package_version": __version__,
-            "model_config": {k: v for k, v in vars(self.config.model).items()},
+            "model_config": dataclasses.asdict(self.config.model),
             "model_layout": int(get_model(self.config.model.name).LAYOUT_VERSION),
             "run_config": self.config.to_dict(),
             "step": self.step,
