@@ -33,6 +33,7 @@ from napari_medgan.config import (
     TrainConfig,
     field_help,
 )
+from napari_medgan.training.console import RemainingTime, format_duration
 
 START_FROM = ("scratch", "fine-tune from checkpoint", "resume run folder")
 
@@ -91,6 +92,7 @@ class TrainWidget(QWidget):
         self.status = QLabel("idle")
         self.status.setWordWrap(True)
         self._progress = ""  # the latest periodic figure (validation), shown under the step
+        self._eta = RemainingTime()
         from napari.utils.theme import get_theme
 
         theme = get_theme(self.viewer.theme)
@@ -161,7 +163,7 @@ class TrainWidget(QWidget):
         self._live["run"] = self.run
         self._fit_view = add_placeholders(self.viewer, run.model)
         self.plot.clear()
-        self._progress = ""
+        self._progress, self._eta = "", RemainingTime()
         self.status.setText(f"starting: {run.model.name}/{run.model.task} -> {run.out}")
         self._set_running(True)
         worker.start()
@@ -190,8 +192,10 @@ class TrainWidget(QWidget):
             if pbar is not None and event.step > pbar.n:
                 pbar.update(event.step - pbar.n)
             losses = "  ".join(f"{k} {v:.3g}" for k, v in event.losses.items() if k != "R1")
+            left = self._eta.update(event.step, event.total, time.perf_counter())
+            eta = f", about {format_duration(left)} left" if left is not None else ""
             self.status.setText(f"step {event.step}/{event.total}  {losses}  "
-                                f"({event.seconds:.2f} s/step)"
+                                f"({event.seconds:.2f} s/step{eta})"
                                 + (f"\n{self._progress}" if self._progress else ""))
         elif isinstance(event, ev.PreviewEvent) and event.volumes:
             show_preview(self.viewer, event, self._fit_view)

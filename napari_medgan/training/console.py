@@ -41,3 +41,37 @@ def consume(trainer, log_every: int, show: bool = True, stream=None) -> dict:
     if bar is not None:
         bar.close()
     return last
+
+
+class RemainingTime:
+    """Time left in a run, from the wall time between the last steps (previews, checkpoints
+    and validation included, since they are part of what is left). Intervals more than five
+    times the median (a pause, a slow first step) are left out."""
+
+    def __init__(self, window: int = 20) -> None:
+        self.window = int(window)
+        self._last: tuple[int, float] | None = None
+        self._intervals: list[float] = []
+
+    def update(self, step: int, total: int, now: float) -> float | None:
+        """Record that ``step`` of ``total`` finished at ``now`` (seconds); returns the
+        estimated seconds left, or None until two steps have been seen."""
+        if self._last is not None and step > self._last[0]:
+            self._intervals.append((now - self._last[1]) / (step - self._last[0]))
+            self._intervals = self._intervals[-self.window:]
+        self._last = (step, now)
+        if not self._intervals:
+            return None
+        median = sorted(self._intervals)[len(self._intervals) // 2]
+        usual = [t for t in self._intervals if t <= 5 * median] or [median]
+        return max(0.0, (total - step) * sum(usual) / len(usual))
+
+
+def format_duration(seconds: float) -> str:
+    """``"45 s"``, ``"12 min"``, ``"2 h 05 min"``."""
+    seconds = int(round(seconds))
+    if seconds < 90:
+        return f"{seconds} s"
+    if seconds < 5400:
+        return f"{round(seconds / 60)} min"
+    return f"{seconds // 3600} h {seconds % 3600 // 60:02d} min"

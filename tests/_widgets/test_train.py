@@ -171,3 +171,11 @@ def test_a_closed_dock_is_not_called_back_by_the_session(make_napari_viewer, qtb
         widget.deleteLater()
     session.changed.emit("dataset")  # would raise on the deleted labels if still connected
     assert len(session.changed) == 0
+
+
+def test_the_status_line_estimates_the_time_left(make_napari_viewer):
+    widget = _open(make_napari_viewer(), "Train GAN")
+    for step in (1, 2, 3):
+        widget._on_event(ev.StepEvent(step, 1000, {"G": 1.0, "D": 1.0}, 0.01, 2e-4, 4e-4))
+    text = widget.status.text()
+    assert text.startswith("step 3/1000") and "left)" in text
