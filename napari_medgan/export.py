@@ -157,14 +157,23 @@ def _read_state(loaded) -> dict:
         return {}
 
 
-def check_pairs(model, where: Any = "model") -> None:
-    """ExportError unless ``model`` (a ModelConfig) makes image + label pairs (task registry:
-    ``pairs``); the one export rule, for the CLI, the API and the widgets."""
+def pairs_refusal(model) -> str | None:
+    """Why ``model`` (a ModelConfig) cannot be exported as a segmentation dataset, or None
+    when it makes image + label pairs (task registry: ``pairs``): the one export rule, for
+    the CLI, the API and the widgets."""
     from napari_medgan.tasks import NOT_PAIRS, TASKS
 
-    if not TASKS[model.task].pairs:
-        raise ExportError(f"{where}: model {model.name}/{model.task} makes images only; "
-                          + NOT_PAIRS)
+    if TASKS[model.task].pairs:
+        return None
+    return f"model {model.name}/{model.task} makes images only; {NOT_PAIRS}"
+
+
+def check_pairs(model, where: Any = "model") -> None:
+    """ExportError naming ``where`` unless ``model`` makes image + label pairs
+    (:func:`pairs_refusal`)."""
+    reason = pairs_refusal(model)
+    if reason is not None:
+        raise ExportError(f"{where}: {reason}")
 
 
 def _synthetic_pairs(loaded, n: int | None, seed: int, conditions: list[Any]):

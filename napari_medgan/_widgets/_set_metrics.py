@@ -36,8 +36,8 @@ from napari_medgan._widgets._common import (
 )
 from napari_medgan._widgets._dataset import PATCH
 from napari_medgan._widgets._preview import PLACEHOLDER, PREVIEW
-from napari_medgan.export import check_pairs
-from napari_medgan.tasks import NOT_PAIRS, TASKS
+from napari_medgan.export import check_pairs, pairs_refusal
+from napari_medgan.tasks import TASKS
 
 REAL_SETS = ("all real image layers", "real reference only")
 EXPORT_TIP = ("write synthetic image + label pairs (and, if given, real ones) as an nnU-Net v2 "
@@ -183,11 +183,10 @@ class SetMetricsWidget(QWidget):
     def model_changed(self, model) -> None:
         """A model was loaded: nnU-Net export only for models that make image + label pairs;
         for the others the button is disabled and says why."""
-        task = TASKS[model.task]
-        self._export_allowed = task.pairs
-        self.export_btn.setEnabled(task.pairs)
-        self.export_btn.setToolTip(EXPORT_TIP if task.pairs else
-                                   f"{model.name}/{model.task} makes images only: {NOT_PAIRS}")
+        reason = pairs_refusal(model)
+        self._export_allowed = reason is None
+        self.export_btn.setEnabled(self._export_allowed)
+        self.export_btn.setToolTip(reason or EXPORT_TIP)
 
     def _on_export(self, out: str | None = None, n: int | None = None) -> None:
         """Synthetic image + label pairs as an nnU-Net v2 dataset in folder ``out``

@@ -5,8 +5,8 @@ volumes side by side, score them, save them."""
 from __future__ import annotations
 
 import math
-from pathlib import Path
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from qtpy.QtWidgets import (
     QCheckBox,
@@ -273,7 +273,6 @@ class SynthesizeWidget(QWidget):
             self.status.setText(report_error("Save", exc))
             return
         self.status.setText(f"saved {layer.name} to {written}")
-
 
     def _on_save_all(self, folder: str | None = None) -> None:
         """Every synthetic layer in the viewer (model outputs, not baselines) to ``folder``

@@ -38,6 +38,7 @@ training patches on the GPU.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Sequence
 from numbers import Integral
 from typing import Any
@@ -172,7 +173,8 @@ def downsample(hr: torch.Tensor, factors_zyx: Sequence[int]) -> torch.Tensor:
 
 def upsample(lr: torch.Tensor, factors_zyx: Sequence[int], mode: str = "trilinear",
              ) -> torch.Tensor:
-    """Trilinear or tricubic interpolation of thick LR voxels onto the thin HR grid.
+    """Trilinear, tricubic or cubic B-spline interpolation of thick LR voxels onto the thin
+    HR grid.
 
     Parameters
     ----------
@@ -222,6 +224,7 @@ def _bspline3(t: np.ndarray) -> np.ndarray:
     return np.where(a < 1, 2 / 3 - a ** 2 + a ** 3 / 2, np.where(a < 2, (2 - a) ** 3 / 6, 0.0))
 
 
+@functools.lru_cache(maxsize=None)
 def _bspline_kernels(f: int) -> np.ndarray:
     """``(f, 2 * (taps + 2) + 1)`` FIR kernels, one per thin phase ``p``: thin sample
     ``j * f + p`` is ``sum_n kernel[p, n] * thick[j + n - taps - 2]``. Each is the
