@@ -137,22 +137,30 @@ def make_condition(loaded: LoadedModel, volume: Volume, mask: Volume | None = No
 
 
 @torch.no_grad()
+def run_windows(generator: nn.Module, condition: torch.Tensor, patch: int,
+                overlap: float = 0.5, sw_batch_size: int = 2,
+                padding_mode: str = "constant") -> torch.Tensor:
+    """A conditional generator over a whole ``(1, C, D, H, W)`` condition of any size:
+    MONAI sliding windows of the training patch, Gaussian-weighted blending."""
+    from monai.inferers import sliding_window_inference
+
+    return sliding_window_inference(condition, roi_size=(patch,) * 3,
+                                    sw_batch_size=sw_batch_size, predictor=generator,
+                                    overlap=overlap, mode="gaussian", padding_mode=padding_mode)
+
+
+@torch.no_grad()
 def synthesize_from(loaded: LoadedModel, volume: Volume, mask: Volume | None = None,
                     overlap: float = 0.5, sw_batch_size: int = 2) -> Volume:
     """Run a conditional model over a whole volume of any size (sliding windows of the
     training patch size, Gaussian-weighted blending) and return the result in the
     volume's geometry and the target's original units."""
-    from monai.inferers import sliding_window_inference
-
     if not loaded.model.conditional:
         raise ValueError(f"{loaded.path}: model {loaded.model.name} is unconditional; "
                          "use generate() with a sample count")
     cond, grid = make_condition(loaded, volume, mask)
-    p = loaded.model.patch_size
-    out = sliding_window_inference(
-        cond.to(loaded.device), roi_size=(p, p, p), sw_batch_size=sw_batch_size,
-        predictor=loaded.generator, overlap=overlap, mode="gaussian",
-    )
+    out = run_windows(loaded.generator, cond.to(loaded.device), loaded.model.patch_size,
+                      overlap=overlap, sw_batch_size=sw_batch_size)
     result = np.asarray(loaded.output_normalizer.inverse(out[0, 0].float().cpu().numpy()),
                         dtype=np.float32)
     if TASKS[loaded.model.task].needs_mask and mask is not None:

@@ -124,12 +124,13 @@ class Trainer:
             torch.set_flush_denormal(True)
 
         source_ckpt = None
-        if not run.resume:
-            refuse_used_folder(self.out)
         if run.resume:
             source_ckpt = load_checkpoint(self.out)
-        elif run.init:
-            source_ckpt = load_checkpoint(run.init)
+        else:
+            refuse_used_folder(self.out)
+            barrier()  # every rank has looked before the writing rank writes config.yaml
+            if run.init:
+                source_ckpt = load_checkpoint(run.init)
         if source_ckpt is not None:
             # The architecture comes from the checkpoint, not from the flags.
             run.model = source_ckpt.model_config()
@@ -436,15 +437,13 @@ class Trainer:
     def _val_score(self) -> float:
         """Mean absolute error (normalised units) of the EMA generator over the scored voxels
         of the held-out windows, each run whole by Gaussian-blended sliding windows."""
-        from monai.inferers import sliding_window_inference
+        from napari_medgan.training.inference import run_windows
 
-        p = self.config.model.patch_size
         total, count = 0.0, 0
         for cond, truth, scored in self._val_pairs:
             with autocast(self.device, self.amp_dtype):
-                out = sliding_window_inference(cond.to(self.device), (p, p, p), 2, self.ema,
-                                               overlap=0.5, mode="gaussian",
-                                               padding_mode="replicate")
+                out = run_windows(self.ema, cond.to(self.device), self.config.model.patch_size,
+                                  padding_mode="replicate")
             err = (out.float().cpu() - truth).abs()[scored]
             total, count = total + float(err.sum()), count + int(err.numel())
         return total / max(count, 1)
