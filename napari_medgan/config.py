@@ -19,6 +19,8 @@ PRESETS = ("ct", "mr", "zscore", "none")
 LOSSES = ("bce", "hinge", "lsgan")
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 NOISE_KINDS = ("gaussian", "rician")
+MEMORY_FORMATS = ("auto", "contiguous", "channels_last")
+SWITCHES = ("auto", "on", "off")
 
 
 def opt(default: Any, help: str, flag: str | None = None) -> Any:
@@ -196,6 +198,12 @@ class TrainConfig(_Checked):
     max_divergences: int = 3
     num_workers: int = 0
     val_every: int = opt(100, 'steps between validation scores')
+    memory_format: str = opt("auto", "auto (a GPU run times both at its start and keeps the "
+                             "faster) | contiguous | channels_last (channels_last_3d)")
+    compile: str = opt("auto", "torch.compile the generator: auto (a GPU run of 2000+ steps "
+                       "measures it, compile time included) | on | off")
+    grad_checkpoint: str = opt("off", "on: recompute the generator's activations during the "
+                               "backward pass (less memory for the largest sizes, slower)")
 
     def __post_init__(self) -> None:
         _check(int(self.steps) >= 1, "train.steps", self.steps, ">= 1")
@@ -225,6 +233,10 @@ class TrainConfig(_Checked):
             _check(int(value) >= 1, f"train.{name}", value, ">= 1")
         _check(int(self.preview_count) >= 1, "train.preview_count", self.preview_count, ">= 1")
         _check(int(self.num_workers) >= 0, "train.num_workers", self.num_workers, ">= 0")
+        for name, choices in (("memory_format", MEMORY_FORMATS), ("compile", SWITCHES),
+                              ("grad_checkpoint", SWITCHES[1:])):
+            value = getattr(self, name)
+            _check(value in choices, f"train.{name}", value, f"one of {choices}")
         self._ready()
 
 

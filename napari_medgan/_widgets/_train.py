@@ -92,6 +92,7 @@ class TrainWidget(QWidget):
         self.status = QLabel("idle")
         self.status.setWordWrap(True)
         self._progress = ""  # the latest periodic figure (validation), shown under the step
+        self._losses = ""  # the last losses read (the trainer reads them at log intervals)
         self._eta = RemainingTime()
         from napari.utils.theme import get_theme
 
@@ -163,7 +164,7 @@ class TrainWidget(QWidget):
         self._live["run"] = self.run
         self._fit_view = add_placeholders(self.viewer, run.model)
         self.plot.clear()
-        self._progress, self._eta = "", RemainingTime()
+        self._progress, self._losses, self._eta = "", "", RemainingTime()
         self.status.setText(f"starting: {run.model.name}/{run.model.task} -> {run.out}")
         self._set_running(True)
         worker.start()
@@ -191,7 +192,10 @@ class TrainWidget(QWidget):
             pbar = getattr(self.run.worker, "pbar", None) if self.run else None
             if pbar is not None and event.step > pbar.n:
                 pbar.update(event.step - pbar.n)
-            losses = "  ".join(f"{k} {v:.3g}" for k, v in event.losses.items() if k != "R1")
+            if event.losses:  # read at log intervals; between them the last read stays
+                self._losses = "  ".join(f"{k} {v:.3g}" for k, v in event.losses.items()
+                                         if k != "R1")
+            losses = self._losses
             left = self._eta.update(event.step, event.total, time.perf_counter())
             eta = f", about {format_duration(left)} left" if left is not None else ""
             self.status.setText(f"step {event.step}/{event.total}  {losses}  "

@@ -15,7 +15,8 @@ def consume(trainer, log_every: int, show: bool = True, stream=None) -> dict:
     last: dict = {}
     for event in trainer.run():
         if isinstance(event, ev.StepEvent):
-            last = {"step": event.step, "losses": event.losses, "seconds": event.seconds}
+            last = {"step": event.step, "losses": event.losses or last.get("losses", {}),
+                    "seconds": event.seconds}
             if not show:
                 continue
             if bar is None and stream.isatty():
@@ -26,8 +27,9 @@ def consume(trainer, log_every: int, show: bool = True, stream=None) -> dict:
             text = " ".join(f"{k}={v:.3f}" for k, v in event.losses.items())
             if bar is not None:
                 bar.update(1)
-                bar.set_postfix_str(text)
-            elif event.step % log_every == 0 or event.step == event.total:
+                if text:  # losses are read at log intervals, not every step
+                    bar.set_postfix_str(text)
+            elif text and (event.step % log_every == 0 or event.step == event.total):
                 print(f"step {event.step}/{event.total} {text} ({event.seconds:.3f} s/step)",
                       file=stream, flush=True)
         elif show and isinstance(event, ev.MessageEvent):

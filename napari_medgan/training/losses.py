@@ -88,7 +88,8 @@ def generator_loss(kind: str, fake_logits: torch.Tensor) -> torch.Tensor:
         return 0.5 * (fake - 1.0).pow(2).mean()
 
 
-def r1_penalty(real_logits: torch.Tensor, real_inputs: torch.Tensor) -> torch.Tensor:
+def r1_penalty(real_logits: torch.Tensor, real_inputs: torch.Tensor,
+               scaler: torch.amp.GradScaler | None = None) -> torch.Tensor:
     """R1 gradient penalty, ``E_x ||grad_x D(x)||^2`` on real data.
 
     Mescheder, Geiger & Nowozin, "Which Training Methods for GANs do actually
@@ -104,6 +105,11 @@ def r1_penalty(real_logits: torch.Tensor, real_inputs: torch.Tensor) -> torch.Te
         are the real samples behind ``real_logits`` (e.g. real and fake
         concatenated for one D pass); must have ``requires_grad=True`` set
         *before* it went through D.
+    scaler : GradScaler, optional
+        The discriminator's fp16 loss scaler: the gradient is taken of the scaled logits
+        and divided back, so that small fp16 gradients do not underflow (the gradient
+        penalty recipe of ``torch.amp``). An overflow gives an infinite penalty, which
+        makes the scaler skip the step.
 
     Returns
     -------
@@ -116,7 +122,13 @@ def r1_penalty(real_logits: torch.Tensor, real_inputs: torch.Tensor) -> torch.Te
     if not real_logits.requires_grad:
         raise ValueError("real_logits: expected the discriminator output on real_inputs, "
                          "got a tensor with no graph")
-    (grad,) = torch.autograd.grad(real_logits.float().sum(), real_inputs, create_graph=True)
+    total = real_logits.float().sum()
+    scaled = scaler is not None and scaler.is_enabled()
+    if scaled:
+        total = scaler.scale(total)
+    (grad,) = torch.autograd.grad(total, real_inputs, create_graph=True)
+    if scaled:  # the scale as a device tensor: no host sync
+        grad = grad / getattr(scaler, "_get_scale_async", scaler.get_scale)()
     # Divide by the number of *real* samples, not by len(real_inputs): a caller may pass one
     # concatenated real+fake batch through D; the fake rows then get zero gradient and must
     # not dilute the mean (D has no batch-coupling norm, so samples are independent).

@@ -41,7 +41,13 @@ from napari_medgan.training.device import (
     resolve_device,
     resolve_precision,
 )
-from napari_medgan.training.distributed import all_ranks_agree, barrier, current_info
+from napari_medgan.training.distributed import (
+    all_ranks_agree,
+    barrier,
+    broadcast_choice,
+    current_info,
+    sync_batchnorm,
+)
 from napari_medgan.training.ema import make_ema, unwrap, update_ema
 from napari_medgan.training.outputs import decode_samples
 
@@ -157,8 +163,13 @@ class Trainer:
         betas = (cfg.beta1, cfg.beta2)
         self.opt_g = torch.optim.Adam(self.G.parameters(), lr=cfg.lr_g, betas=betas)
         self.opt_d = torch.optim.Adam(self.D.parameters(), lr=cfg.lr_d, betas=betas)
+        # fp16 needs loss scaling (its small gradients underflow); bf16 and fp32 do not
+        fp16 = self.amp_dtype == torch.float16
+        self.scalers = {id(opt): torch.amp.GradScaler(self.device.type, enabled=fp16)
+                        for opt in (self.opt_g, self.opt_d)}
         self.ema = make_ema(self.G)
         self.divergences = 0
+        self._memory_format = torch.contiguous_format
 
         if source_ckpt is not None:
             source_ckpt.load_module("generator", self.G)
@@ -170,6 +181,9 @@ class Trainer:
                 source_ckpt.load_optimizer("optim_g", self.opt_g)
                 source_ckpt.load_optimizer("optim_d", self.opt_d)
                 st = source_ckpt.state
+                for opt, saved in zip((self.opt_g, self.opt_d), st.get("grad_scalers") or ()):
+                    if saved:
+                        self.scalers[id(opt)].load_state_dict(saved)
                 self.step = int(st["step"])
                 self.divergences = int(st.get("divergences", 0))
                 restore_rng(st["rng"], {"data": self.rng})
@@ -178,12 +192,20 @@ class Trainer:
             else:
                 yield ev.MessageEvent(0, "info", f"fine-tuning from {source_ckpt.path}")
 
+        if cfg.grad_checkpoint == "on":
+            from napari_medgan.training.speed import enable_grad_checkpointing
+
+            enable_grad_checkpointing(self.G)
+        compile_g = yield from self._choose_speed()
         if self.dist.enabled:
             from torch.nn.parallel import DistributedDataParallel as DDP
 
             ids = [self.device.index] if self.device.type == "cuda" else None
-            self.G = DDP(self.G, device_ids=ids)
+            # every rank's batch in the statistics (nn.SyncBatchNorm needs a GPU)
+            self.G = DDP(sync_batchnorm(self.G, self.device), device_ids=ids)
             self.D = DDP(self.D, device_ids=ids)
+        if compile_g:
+            self.G = torch.compile(self.G)
 
         self.manager = CheckpointManager(self.out, keep_last=cfg.keep_last) if self.write else None
         if self.write:
@@ -226,25 +248,108 @@ class Trainer:
         cond = task.condition_channels(self.config.model.num_classes)
         return ([0] if task.condition.startswith("image") else []) + [cond]
 
-    def _train_step(self) -> dict[str, float]:
-        """One optimisation step on a fresh batch: the family's own ``train_step(trainer,
-        batch)`` when its module has one, else :meth:`adversarial_step`."""
+    def _train_step(self) -> dict[str, torch.Tensor | float]:
+        """One optimisation step on a fresh batch (:meth:`_step_on`)."""
+        return self._step_on(self.data.sample_batch(self.config.train.batch_size, self.rng))
+
+    def _step_on(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor | float]:
+        """The family's own ``train_step(trainer, batch)`` when its module has one, else
+        :meth:`adversarial_step`. Losses may stay on the device (no host sync per step)."""
         from napari_medgan.models import get_model
 
-        batch = self.data.sample_batch(self.config.train.batch_size, self.rng)
         family_step = getattr(get_model(self.config.model.name), "train_step", None)
         return family_step(self, batch) if family_step is not None else \
             self.adversarial_step(batch)
 
-    def adversarial_step(self, batch: dict[str, torch.Tensor]) -> dict[str, float]:
+    def to_device(self, x: torch.Tensor) -> torch.Tensor:
+        """A batch tensor on the training device, in the memory format the networks use."""
+        x = x.to(self.device, non_blocking=True)
+        return x.contiguous(memory_format=self._memory_format) if x.ndim == 5 else x
+
+    def _choose_speed(self) -> Iterator[ev.Event]:
+        """Settle ``train.memory_format`` and ``train.compile``: given ones are used; ``auto``
+        ones are decided on a GPU by timing this run's own step for each choice on copies of
+        the networks (the run itself starts from the untouched weights and RNG state).
+        compile is tried only for runs of 2000+ steps and judged with its compile time
+        included; on the CPU ``auto`` means contiguous and eager, which
+        ``benchmarks/train_throughput.py`` measured to be the faster there. Under DDP every
+        rank takes rank 0's choice. Returns whether to compile the generator."""
+        from napari_medgan.training.speed import memory_format
+
+        cfg = self.config.train
+        cuda = self.device.type == "cuda"
+        formats = [cfg.memory_format] if cfg.memory_format != "auto" else \
+            (["contiguous", "channels_last"] if cuda else ["contiguous"])
+        compiles = {"on": [True], "off": [False]}.get(cfg.compile) or (
+            [False, True] if cuda and cfg.steps - self.step >= 2000 else [False])
+        choices = [(f, c) for f in formats for c in compiles]
+        chosen, note = 0, ""
+        if len(choices) > 1:
+            left = max(cfg.steps - self.step, 1)
+            totals = []
+            for fmt, comp in choices:
+                first, typical = self._time_choice(memory_format(fmt), comp)
+                totals.append((first if comp else 0.0) + left * typical)
+            chosen = broadcast_choice(int(np.argmin(totals)))
+            note = " (timed: " + ", ".join(
+                f"{f}{'+compile' if c else ''} {t / left:.3g} s/step"
+                for (f, c), t in zip(choices, totals)) + ")"
+        fmt, comp = choices[chosen]
+        self._memory_format = memory_format(fmt)
+        for net in (self.G, self.D, self.ema):
+            net.to(memory_format=self._memory_format)
+        if len(choices) > 1:
+            yield ev.MessageEvent(self.step, "info", f"speed: {fmt}"
+                                  f"{', torch.compile' if comp else ''}{note}")
+        return comp
+
+    def _time_choice(self, fmt: torch.memory_format, compile_g: bool) -> tuple[float, float]:
+        """``(first, typical)`` seconds of the real step with networks in ``fmt`` (compiled
+        or not), on copies and a fixed batch; the trainer's networks, optimisers and RNG
+        state are left as they were."""
+        from napari_medgan.training.speed import time_steps
+
+        saved = (self.G, self.D, self.ema, self.opt_g, self.opt_d, self.scalers,
+                 self._memory_format, self.step)
+        rng_state = torch.random.get_rng_state()
+        cuda_state = torch.cuda.get_rng_state(self.device) if self.device.type == "cuda" else None
+        cfg = self.config.train
+        batch = self.data.sample_batch(cfg.batch_size, np.random.default_rng(0))
+        try:
+            self.G, self.D, self.ema = (copy.deepcopy(n).to(memory_format=fmt)
+                                        for n in saved[:3])
+            betas = (cfg.beta1, cfg.beta2)
+            self.opt_g = torch.optim.Adam(self.G.parameters(), lr=cfg.lr_g, betas=betas)
+            self.opt_d = torch.optim.Adam(self.D.parameters(), lr=cfg.lr_d, betas=betas)
+            self.scalers = {id(self.opt_g): saved[5][id(saved[3])],
+                            id(self.opt_d): saved[5][id(saved[4])]}
+            self._memory_format = fmt
+            if compile_g:
+                self.G = torch.compile(self.G)
+
+            def step():
+                self.step += 1
+                self._step_on(batch)
+
+            return time_steps(step, self.device)
+        finally:
+            (self.G, self.D, self.ema, self.opt_g, self.opt_d, self.scalers,
+             self._memory_format, self.step) = saved
+            torch.random.set_rng_state(rng_state)
+            if cuda_state is not None:
+                torch.cuda.set_rng_state(cuda_state, self.device)
+            release_memory(self.device)
+
+    def adversarial_step(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         """The GAN step every built-in family uses: one discriminator update (non-saturating
         loss by default, lazy R1), then one generator update through the updated D, plus L1
-        and feature matching for conditional families; the EMA follows. Returns the losses."""
+        and feature matching for conditional families; the EMA follows. Returns the losses,
+        detached on the device (read by the loop at its log intervals)."""
         cfg, model = self.config.train, self.config.model
-        real = batch["image"].to(self.device)
-        cond = batch["condition"].to(self.device) if model.conditional else None
+        real = self.to_device(batch["image"])
+        cond = self.to_device(batch["condition"]) if model.conditional else None
         d_module = unwrap(self.D)
-        losses: dict[str, float] = {}
+        losses: dict[str, torch.Tensor] = {}
 
         from napari_medgan.training.losses import (
             discriminator_loss,
@@ -271,12 +376,12 @@ class Trainer:
         logits = logits.float()
         real_logits, fake_logits = logits.chunk(2, 0)
         loss_d = discriminator_loss(cfg.loss, real_logits, fake_logits)
-        losses["D"] = loss_d.item()
+        losses["D"] = loss_d.detach()
         if do_r1:
             # Lazy regularisation: every r1_every steps, scaled by r1_every (Karras et al. 2020).
-            r1 = r1_penalty(real_logits, both)
+            r1 = r1_penalty(real_logits, both, scaler=self.scalers[id(self.opt_d)])
             loss_d = loss_d + 0.5 * cfg.r1_gamma * cfg.r1_every * r1
-            losses["R1"] = r1.item()
+            losses["R1"] = r1.detach()
         self._update(self.opt_d, loss_d, self.D)
 
         # ---- generator (D frozen, called unwrapped so its DDP reducer is not involved)
@@ -284,11 +389,11 @@ class Trainer:
         with autocast(self.device, self.amp_dtype):
             g_logits = d_module(self._augment(with_cond(fake)))
         loss_g = generator_loss(cfg.loss, g_logits.float())
-        losses["G"] = loss_g.item()
+        losses["G"] = loss_g.detach()
         if cond is not None and cfg.l1_weight > 0:
             l1 = F.l1_loss(fake.float(), real)
             loss_g = loss_g + cfg.l1_weight * l1
-            losses["L1"] = l1.item()
+            losses["L1"] = l1.detach()
         if cond is not None and cfg.fm_weight > 0 and hasattr(d_module, "features"):
             # feature matching (pix2pixHD, Wang et al. 2018): D's features of the fake match
             # those of the real, layer by layer, un-augmented so both see the same transform
@@ -299,7 +404,7 @@ class Trainer:
             fm = sum(F.l1_loss(f.float(), r.float()) for f, r in zip(fake_feats, real_feats))
             fm = fm / len(real_feats)
             loss_g = loss_g + cfg.fm_weight * fm
-            losses["FM"] = fm.item()
+            losses["FM"] = fm.detach()
         self._update(self.opt_g, loss_g, self.G)
         d_module.requires_grad_(True)
         update_ema(self.ema, self.G, cfg.ema_decay, self.step)
@@ -307,12 +412,16 @@ class Trainer:
 
     def _update(self, optimizer: torch.optim.Optimizer, loss: torch.Tensor,
                 module: nn.Module) -> None:
-        """One optimiser step on ``loss``, with the configured gradient clipping."""
+        """One optimiser step on ``loss``, with the configured gradient clipping (and, in
+        fp16, the optimiser's loss scaler: a step whose gradients overflowed is skipped)."""
+        scaler = self.scalers[id(optimizer)]
         optimizer.zero_grad(set_to_none=True)
-        loss.backward()
+        scaler.scale(loss).backward()
         if self.config.train.grad_clip > 0:
+            scaler.unscale_(optimizer)
             nn.utils.clip_grad_norm_(module.parameters(), self.config.train.grad_clip)
-        optimizer.step()
+        scaler.step(optimizer)
+        scaler.update()
 
     def _latent(self, n: int) -> torch.Tensor:
         return unwrap(self.G).sample_latent(n, device=self.device)
@@ -354,25 +463,31 @@ class Trainer:
             total = self.config.train.steps
             cfg = self.config.train
             reason = "finished"
+            self._pending: list[dict] = []
+            t_read, seconds = time.perf_counter(), 0.0
             while self.step < total:
                 while not self._running.wait(timeout=0.05):
-                    pass
+                    t_read = time.perf_counter()  # a pause is not step time
                 if self._stop.is_set():
                     reason = "stopped"
                     break
-                t0 = time.perf_counter()
-                losses = self._train_step()
-                finite = all_ranks_agree(all(math.isfinite(v) for v in losses.values()))
-                if not finite:
-                    yield from self._handle_divergence(losses)
-                    continue
+                self._pending.append(self._train_step())
                 self.step += 1
-                if self.device.type == "cuda":
-                    torch.cuda.synchronize(self.device)
+                losses: dict[str, float] = {}
+                if self._read_due():
+                    # the one host sync of the interval: mean losses since the last read
+                    count = len(self._pending)
+                    losses, finite = self._read_losses()
+                    if not finite:
+                        yield from self._handle_divergence(losses)
+                        t_read = time.perf_counter()
+                        continue
+                    now = time.perf_counter()
+                    seconds, t_read = (now - t_read) / count, now
+                    if self.step - self._snapshot["step"] >= 50 or self.step == total:
+                        self._snapshot = self._capture_state()
                 lr_g, lr_d = self._lrs()
-                yield ev.StepEvent(self.step, total, losses, time.perf_counter() - t0, lr_g, lr_d)
-                if self.step % 50 == 0 or self.step == total:
-                    self._snapshot = self._capture_state()
+                yield ev.StepEvent(self.step, total, losses, seconds, lr_g, lr_d)
                 if self.step % cfg.preview_every == 0 or self.step == total:
                     yield self.preview()
                 if self._val_pairs and self.step % cfg.val_every == 0:
@@ -393,6 +508,39 @@ class Trainer:
             yield ev.DoneEvent(self.step, reason, path)
         finally:
             release_memory(getattr(self, "device", None))
+
+    def _read_due(self) -> bool:
+        """Whether the losses are read (a host sync) after this step: at log intervals, and
+        before anything that uses the weights (preview, validation, checkpoint, snapshot)."""
+        cfg, step = self.config.train, self.step
+        every = [cfg.log_every, cfg.preview_every, cfg.checkpoint_every, 50]
+        if self._val_pairs:
+            every.append(cfg.val_every)
+        return (step == cfg.steps or self._stop.is_set() or self.paused
+                or any(step % n == 0 for n in every))
+
+    def _read_losses(self) -> tuple[dict[str, float], bool]:
+        """Mean of each loss over the steps since the last read, with one transfer to the
+        host, and whether every step's losses were finite on every rank. Under fp16 an
+        infinite R1 penalty is an overflow the loss scaler handles (it skips the step)."""
+        pending, self._pending = self._pending, []
+        sums: dict[str, list] = {}  # name -> [device tensor sum, host float sum, count]
+        for losses in pending:
+            for name, value in losses.items():
+                entry = sums.setdefault(name, [None, 0.0, 0])
+                if torch.is_tensor(value):
+                    value = value.detach().float()
+                    entry[0] = value if entry[0] is None else entry[0] + value
+                else:
+                    entry[1] += float(value)
+                entry[2] += 1
+        on_device = [k for k, e in sums.items() if e[0] is not None]
+        read = dict(zip(on_device, torch.stack([sums[k][0] for k in on_device]).cpu().tolist()
+                        if on_device else []))
+        means = {k: (read.get(k, 0.0) + e[1]) / e[2] for k, e in sums.items()}
+        scaled = self.amp_dtype == torch.float16
+        finite = all(math.isfinite(v) for k, v in means.items() if not (scaled and k == "R1"))
+        return means, all_ranks_agree(finite)
 
     def _handle_divergence(self, losses: dict[str, float]) -> Iterator[ev.Event]:
         self.divergences += 1
@@ -523,6 +671,7 @@ class Trainer:
             "geometry": {**ref.geometry_dict(), "shape": list(ref.shape)},
             "num_classes": int(self.config.model.num_classes),
             "validation": dict(getattr(self, "validation", {})),
+            "grad_scalers": [self.scalers[id(o)].state_dict() for o in (self.opt_g, self.opt_d)],
         }
 
     def _log(self, record: dict) -> None:

@@ -169,3 +169,87 @@ def test_small_volumes_train_without_validation(tmp_path, tiny_run):
     events = _collect(trainer)
     assert trainer.validation == {} and not any(
         isinstance(e, ev.MessageEvent) and e.level == "progress" for e in events)
+
+
+def test_losses_are_read_at_log_intervals_as_means(tmp_path, monkeypatch, tiny_run):
+    """Between log lines the losses stay on the device (no host sync per step): StepEvents
+    carry none, and the read one is the mean of the steps since the last read."""
+    seen = []
+    real_step = Trainer._train_step
+
+    def recording(self):
+        losses = real_step(self)
+        assert all(torch.is_tensor(v) for v in losses.values())  # not .item()'d per step
+        seen.append({k: float(v) for k, v in losses.items()})
+        return losses
+
+    monkeypatch.setattr(Trainer, "_train_step", recording)
+    run = tiny_run(tmp_path / "run", steps=8, log_every=4, preview_every=8, checkpoint_every=8)
+    steps = [e for e in Trainer(run).run() if isinstance(e, ev.StepEvent)]
+    assert [bool(e.losses) for e in steps] == [False, False, False, True] * 2
+    for event, window in ((steps[3], seen[:4]), (steps[7], seen[4:])):
+        assert event.losses["D"] == pytest.approx(np.mean([w["D"] for w in window]), rel=1e-5)
+        # R1 only on the steps it ran (lazy, every 4th): its own mean
+        assert event.losses["R1"] == pytest.approx(np.mean([w["R1"] for w in window
+                                                            if "R1" in w]), rel=1e-5)
+        assert event.seconds > 0
+
+
+def test_divergence_found_at_a_later_read_still_rolls_back(tmp_path, monkeypatch, tiny_run):
+    real_step = Trainer._train_step
+    calls = {"n": 0}
+
+    def flaky(self):
+        calls["n"] += 1
+        losses = real_step(self)
+        return {**losses, "G": torch.tensor(float("nan"))} if calls["n"] == 2 else losses
+
+    monkeypatch.setattr(Trainer, "_train_step", flaky)
+    run = tiny_run(tmp_path / "run", steps=8, log_every=4, preview_every=8, checkpoint_every=8)
+    events = _collect(Trainer(run))
+    warnings = [e for e in events if isinstance(e, ev.MessageEvent) and e.level == "warning"]
+    assert len(warnings) == 1 and "rolled back to step 0" in warnings[0].text
+    steps = [e for e in events if isinstance(e, ev.StepEvent)]
+    assert steps[-1].step == 8 and all(map(math.isfinite, steps[-1].losses.values()))
+    assert calls["n"] == 4 + 8  # four steps thrown away, then the whole run again
+
+
+@pytest.mark.parametrize("setting", [{"memory_format": "channels_last"},
+                                     {"grad_checkpoint": "on"}])
+def test_speed_settings_keep_the_first_step(tmp_path, tiny_run, setting):
+    """channels_last_3d and gradient checkpointing change how the step runs, not what it
+    computes: the first step's losses match the default run's."""
+    def first(out, **kw):
+        run = tiny_run(out, steps=2, **kw)
+        return next(e for e in Trainer(run).run() if isinstance(e, ev.StepEvent)).losses
+
+    plain, fast = first(tmp_path / "a"), first(tmp_path / "b", **setting)
+    assert plain.keys() == fast.keys()
+    for key in plain:
+        assert fast[key] == pytest.approx(plain[key], rel=1e-4, abs=1e-5), key
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("precision", ["fp16", "bf16"])
+def test_gpu_run_with_measured_speed_choices(tmp_path, tiny_run, precision):
+    """On a GPU, ``auto`` settles the memory format by timing the step (a message says what
+    was chosen); fp16 runs with a loss scaler whose state the checkpoint keeps."""
+    run = tiny_run(tmp_path / "run", steps=4, device="cuda", precision=precision,
+                   compile="off")
+    events = _collect(Trainer(run))
+    chosen = [e.text for e in events if isinstance(e, ev.MessageEvent) and "speed:" in e.text]
+    assert len(chosen) == 1 and "contiguous" in chosen[0] and "channels_last" in chosen[0]
+    steps = [e for e in events if isinstance(e, ev.StepEvent)]
+    assert steps[-1].step == 4 and all(map(math.isfinite, steps[-1].losses.values()))
+    scalers = load_checkpoint(tmp_path / "run").state["grad_scalers"]
+    assert bool(scalers[0]) == (precision == "fp16")
+    if precision == "fp16":
+        assert scalers[0]["scale"] > 0
+
+
+@pytest.mark.gpu
+def test_gpu_compiled_generator_trains(tmp_path, tiny_run):
+    run = tiny_run(tmp_path / "run", steps=3, device="cuda", compile="on",
+                   memory_format="channels_last")
+    steps = [e for e in Trainer(run).run() if isinstance(e, ev.StepEvent)]
+    assert steps[-1].step == 3 and all(map(math.isfinite, steps[-1].losses.values()))
