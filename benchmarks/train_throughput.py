@@ -1,26 +1,30 @@
-"""Training throughput of the 3D DCGAN: voxels per second of one full GAN step.
+"""Training throughput of the trainer's real step, per model family and size.
 
-One step is what the trainer does (``napari_medgan.training.trainer``), minus
-data loading, augmentation, R1 and EMA:
+Each configuration builds the real :class:`napari_medgan.training.trainer.Trainer` on a
+phantom of the patch size and times ``Trainer._train_step()``: the batch drawn from the
+data, augmentation, the family's own step (D update with lazy R1, G update, EMA), exactly
+as a run does, with the losses left on the device. Reported: voxels/s; FLOPs per step
+counted by ``torch.utils.flop_counter`` on the eager step (averaged over ``r1_every``
+steps, so R1's double backward is in at its real rate); achieved TFLOP/s against the GPU's
+dense bf16 peak, or GFLOP/s against a float32 matrix multiply measured in the same run on
+the CPU.
 
-* D step: G(z) without grad, D on ``cat(real, fake)``, non-saturating loss,
-  backward, Adam step;
-* G step: G(z), D (frozen) on the fake, generator loss, backward, Adam step.
+Variants, each a configuration of the trainer itself (``train.precision``,
+``train.memory_format``, ``train.compile``):
 
-Each configuration (patch size x variant) runs in its own subprocess, so peak
-memory is per configuration and one configuration's caches cannot help or hurt
-the next. Variants compared in the same run:
+* ``eager-fp32``: the baseline;
+* ``channels_last``: fp32 with channels_last_3d (CPU);
+* ``bf16``: bf16 autocast, contiguous;
+* ``bf16+channels_last`` (GPU);
+* ``+compile`` variants with ``--compile`` (the generator under ``torch.compile``).
 
-* ``eager-fp32``: the baseline, default memory format, no autocast;
-* ``fast``: bf16 autocast (where the device supports it), ``channels_last_3d``
-  weights and activations, ``torch.backends.cudnn.benchmark`` on CUDA;
-* ``fast+compile`` (with ``--compile``): the same under ``torch.compile``.
+Each configuration runs in its own subprocess, so peak memory is per configuration.
 
 Usage::
 
-    python benchmarks/train_throughput.py --quick              # CPU: ~2-3 min
+    python benchmarks/train_throughput.py --quick              # CPU: a few minutes
     python benchmarks/train_throughput.py --device cuda --compile
-    python benchmarks/train_throughput.py --sizes 32,64 --steps 5 --batch 32:8,64:2
+    python benchmarks/train_throughput.py --families dcgan3d --sizes 32,64 --batch 32:8,64:2
 
 Results are printed as a table and written to
 ``benchmarks/results/train_throughput-<hardware>-<device>-<date>.json``.
@@ -46,28 +50,28 @@ sys.path.insert(1, str(HERE.parent))  # run from a checkout without installing
 # from its memory limit (128^3 at width 32 needs ~2 GB of activations per sample).
 BATCH = {"cpu": {32: 4, 64: 2, 128: 1}, "cuda": {32: 32, 64: 8, 128: 4}}
 RESULT_TAG = "RESULT "
+#: family -> (task, extra model settings); hagan3d's size is its whole volume
+FAMILIES = {"dcgan3d": ("synthesis", {}), "pix2pix3d": ("label2image", {}),
+            "hagan3d": ("synthesis", {"slab_size": 32})}
+VARIANTS = {
+    "eager-fp32": dict(precision="fp32", memory_format="contiguous", compile="off"),
+    "channels_last": dict(precision="fp32", memory_format="channels_last", compile="off"),
+    "bf16": dict(precision="bf16", memory_format="contiguous", compile="off"),
+    "bf16+channels_last": dict(precision="bf16", memory_format="channels_last", compile="off"),
+    "fp32+compile": dict(precision="fp32", memory_format="contiguous", compile="on"),
+    "bf16+channels_last+compile": dict(precision="bf16", memory_format="channels_last",
+                                       compile="on"),
+}
+#: Dense bf16 tensor-core peak (FLOP/s) by GPU name fragment, from the vendors' data sheets.
+BF16_PEAK = (("H200", 989e12), ("H100 PCIe", 756e12), ("H100", 989e12), ("A100", 312e12),
+             ("L40S", 362e12), ("A10", 125e12), ("L4", 121e12))
 
 
-# ----------------------------------------------------------------- memory
-def _proc_status_kib(field: str) -> int | None:
-    try:
-        with open("/proc/self/status") as f:
-            for line in f:
-                if line.startswith(field + ":"):
-                    return int(line.split()[1])
-    except OSError:
-        pass
+def bf16_peak(gpu_name: str | None) -> float | None:
+    for fragment, peak in BF16_PEAK:
+        if gpu_name and fragment in gpu_name:
+            return peak
     return None
-
-
-def _reset_peak_rss() -> bool:
-    """Reset VmHWM to the current RSS (Linux >= 4.0: write 5 to /proc/self/clear_refs)."""
-    try:
-        with open("/proc/self/clear_refs", "w") as f:
-            f.write("5")
-        return True
-    except OSError:
-        return False
 
 
 # ----------------------------------------------------------------- worker
@@ -78,72 +82,88 @@ def _sync(device) -> None:
         torch.cuda.synchronize(device)
 
 
-def run_config(spec: dict) -> dict:
-    """Time one (size, batch, variant) in this process; returns a result record."""
-    import torch
+def _trainer(spec: dict):
+    from napari_medgan.config import DataConfig, ModelConfig, RunConfig, TrainConfig
+    from napari_medgan.training.trainer import Trainer
 
-    from napari_medgan import models
-    from napari_medgan.config import ModelConfig
-    from napari_medgan.training.losses import discriminator_loss, generator_loss
+    size, family = int(spec["size"]), spec["family"]
+    task, extra = FAMILIES[family]
+    extra = dict(extra)
+    if family == "hagan3d":
+        extra.update(volume_shape=(size,) * 3, slab_size=min(extra["slab_size"], size))
+    model = ModelConfig(name=family, task=task, patch_size=min(size, 128),
+                        channels=int(spec["channels"]), **extra)
+    run = RunConfig(
+        data=DataConfig(source="phantom", phantom_count=2, phantom_size=size, val_fraction=0.0),
+        model=model,
+        train=TrainConfig(batch_size=int(spec["batch"]), device=spec["device"], steps=10**6,
+                          memory_check="off", preview_every=10**6, checkpoint_every=10**6,
+                          log_every=10**6, val_every=10**6, **VARIANTS[spec["variant"]]),
+        out=os.devnull)
+    trainer = Trainer(run, write=False)
+    for _ in trainer._setup():
+        pass
+    return trainer
+
+
+class FlopCount:
+    """FLOPs of the matrix products and convolutions run inside it (forward, backward and
+    R1's double backward alike), by ``torch.utils.flop_counter``'s formulas. Its
+    ``FlopCounterMode`` also tracks modules, which fails inside ``autograd.grad`` (R1);
+    this dispatch mode only counts."""
+
+    def __enter__(self):
+        from torch.utils._python_dispatch import TorchDispatchMode
+        from torch.utils.flop_counter import flop_registry
+
+        outer = self
+
+        class _Mode(TorchDispatchMode):
+            def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+                kwargs = kwargs or {}
+                out = func(*args, **kwargs)
+                formula = flop_registry.get(func._overloadpacket)
+                if formula is not None:
+                    outer.total += int(formula(*args, **kwargs, out_val=out))
+                return out
+
+        self.total = 0
+        self._mode = _Mode()
+        self._mode.__enter__()
+        return self
+
+    def __exit__(self, *exc):
+        return self._mode.__exit__(*exc)
+
+
+def run_config(spec: dict) -> dict:
+    """Time the trainer's real step for one (family, size, batch, variant) in this process."""
+    import torch
 
     device = torch.device(spec["device"])
     if spec.get("threads"):
         torch.set_num_threads(int(spec["threads"]))
-    variant = spec["variant"]
-    fast = variant != "eager-fp32"
-    amp_dtype = None
-    if fast:
-        if device.type == "cuda":
-            amp_dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
-            torch.backends.cudnn.benchmark = True  # fixed shapes: let cuDNN pick the fastest algo
-        elif device.type == "cpu":
-            amp_dtype = torch.bfloat16
-    memfmt = torch.channels_last_3d if fast else torch.contiguous_format
+    from napari_medgan.training.memory import reset_peak_rss, status_bytes
 
-    peak_reset = _reset_peak_rss() if device.type == "cpu" else False
-    rss0 = _proc_status_kib("VmRSS") if device.type == "cpu" else None
+    peak_reset = reset_peak_rss() if device.type == "cpu" else False
+    rss0 = status_bytes("VmRSS") if device.type == "cpu" else None
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
         mem0 = torch.cuda.memory_allocated(device)
-
-    torch.manual_seed(0)
-    size, batch = int(spec["size"]), int(spec["batch"])
-    cfg = ModelConfig(name="dcgan3d", task="synthesis", patch_size=size,
-                      channels=int(spec["channels"]), latent_dim=int(spec["latent_dim"]))
-    G = models.build_generator(cfg).to(device, memory_format=memfmt)
-    D = models.build_discriminator(cfg).to(device, memory_format=memfmt)
-    n_g = sum(p.numel() for p in G.parameters())
-    n_d = sum(p.numel() for p in D.parameters())
-    opt_g = torch.optim.Adam(G.parameters(), lr=2e-4, betas=(0.5, 0.999))
-    opt_d = torch.optim.Adam(D.parameters(), lr=2e-4, betas=(0.5, 0.999))
-    g_run, d_run = G, D
-    if variant == "fast+compile":
-        g_run, d_run = torch.compile(G), torch.compile(D)
-    real = (torch.rand(batch, 1, size, size, size, device=device) * 2 - 1).contiguous(
-        memory_format=memfmt)
-
-    def autocast():
-        return torch.autocast(device.type, dtype=amp_dtype or torch.float32,
-                              enabled=amp_dtype is not None)
+    trainer = _trainer(spec)
+    r1_every = trainer.config.train.r1_every
 
     def step() -> None:
-        with torch.no_grad(), autocast():
-            fake = g_run(G.sample_latent(batch, device=device))
-        with autocast():
-            logits = d_run(torch.cat([real, fake.to(real.dtype)], 0))
-        real_logits, fake_logits = logits.float().chunk(2, 0)
-        loss_d = discriminator_loss("bce", real_logits, fake_logits)
-        opt_d.zero_grad(set_to_none=True)
-        loss_d.backward()
-        opt_d.step()
-        D.requires_grad_(False)
-        with autocast():
-            g_logits = d_run(g_run(G.sample_latent(batch, device=device)))
-        loss_g = generator_loss("bce", g_logits)
-        opt_g.zero_grad(set_to_none=True)
-        loss_g.backward()
-        opt_g.step()
-        D.requires_grad_(True)
+        trainer._train_step()
+        trainer.step += 1  # lazy R1 at its real rate
+
+    flops = None
+    if spec.get("count_flops"):
+        step()  # warm (lazy buffers) outside the count
+        with FlopCount() as counter:
+            for _ in range(r1_every):
+                step()
+        flops = counter.total / r1_every
 
     load_before = os.getloadavg()[0] if hasattr(os, "getloadavg") else None
     times = []
@@ -160,22 +180,48 @@ def run_config(spec: dict) -> dict:
     if device.type == "cuda":
         peak_mib = (torch.cuda.max_memory_allocated(device) - mem0) / 2**20
     else:
-        hwm = _proc_status_kib("VmHWM")
-        peak_mib = (hwm - rss0) / 1024 if hwm is not None and rss0 is not None else None
+        hwm = status_bytes("VmHWM")
+        peak_mib = (hwm - rss0) / 2**20 if hwm is not None and rss0 is not None else None
     median = statistics.median(times)
+    settings = VARIANTS[spec["variant"]]
+    voxels = spec["batch"] * spec["size"] ** 3
+    if spec["family"] == "hagan3d":  # a step computes the low-res volume and one slab
+        from napari_medgan.training.memory import memory_voxels
+
+        voxels = spec["batch"] * memory_voxels(trainer.config.model)
     return {
-        "size": size, "batch": batch, "variant": variant,
-        "amp_dtype": str(amp_dtype).replace("torch.", "") if amp_dtype else "fp32",
-        "channels_last_3d": fast, "compile": variant == "fast+compile",
-        "cudnn_benchmark": bool(fast and device.type == "cuda"),
+        "family": spec["family"], "size": spec["size"], "batch": spec["batch"],
+        "variant": spec["variant"],
+        "amp_dtype": "fp32" if trainer.amp_dtype is None else str(trainer.amp_dtype)[6:],
+        "memory_format": settings["memory_format"], "compile": settings["compile"] == "on",
+        "cudnn_benchmark": device.type == "cuda",
         "step_s_median": round(median, 4), "step_s_all": [round(t, 4) for t in times],
-        "voxels_per_s": round(batch * size**3 / median, 1),
+        "voxels_per_s": round(voxels / median, 1),
+        "flops_per_step": flops,
         "peak_mem_mib": round(peak_mib, 1) if peak_mib is not None else None,
         "peak_reset_ok": peak_reset if device.type == "cpu" else True,
-        "params_g": n_g, "params_d": n_d, "wall_s": round(wall, 2),
+        "params_g": sum(p.numel() for p in trainer.ema.parameters()),
+        "wall_s": round(wall, 2),
         "loadavg_1m_before": round(load_before, 2) if load_before is not None else None,
-        "loadavg_1m_after": round(os.getloadavg()[0], 2) if hasattr(os, "getloadavg") else None,
     }
+
+
+def matmul_gflops(threads: int | None = None, n: int = 2048, repeat: int = 5) -> float:
+    """float32 matrix multiply speed here (GFLOP/s, best of ``repeat``): the CPU reference."""
+    import torch
+
+    if threads:
+        torch.set_num_threads(threads)
+    a, b = torch.randn(n, n), torch.randn(n, n)
+    a @ b
+    best = min(_timed(lambda: a @ b) for _ in range(repeat))
+    return 2 * n**3 / best / 1e9
+
+
+def _timed(fn) -> float:
+    t0 = time.perf_counter()
+    fn()
+    return time.perf_counter() - t0
 
 
 def _worker_main(spec_json: str) -> int:
@@ -183,18 +229,21 @@ def _worker_main(spec_json: str) -> int:
     try:
         record = run_config(spec)
     except Exception as exc:  # noqa: BLE001 - an OOM or compile failure is a result too
-        record = {"size": spec["size"], "batch": spec["batch"], "variant": spec["variant"],
-                  "error": f"{type(exc).__name__}: {str(exc).splitlines()[0][:300]}"}
+        record = {**_key(spec), "error": f"{type(exc).__name__}: {str(exc).splitlines()[0][:300]}"}
     print(RESULT_TAG + json.dumps(record), flush=True)
     return 0
+
+
+def _key(spec: dict) -> dict:
+    return {k: spec[k] for k in ("family", "size", "batch", "variant")}
 
 
 # ----------------------------------------------------------------- driver
 def _parse_sizes(text: str) -> list[int]:
     sizes = [int(s) for s in text.split(",") if s.strip()]
     for s in sizes:
-        if s < 16 or s % 16:
-            raise SystemExit(f"--sizes: expected multiples of 16, got {s}")
+        if s < 32 or s % 32:
+            raise SystemExit(f"--sizes: expected multiples of 32, got {s}")
     return sizes
 
 
@@ -215,47 +264,51 @@ def _run_isolated(spec: dict) -> dict:
         if line.startswith(RESULT_TAG):
             return json.loads(line[len(RESULT_TAG):])
     tail = (proc.stderr.strip().splitlines() or ["no output"])[-1]
-    return {"size": spec["size"], "batch": spec["batch"], "variant": spec["variant"],
-            "error": f"worker exited {proc.returncode}: {tail[:300]}"}
+    return {**_key(spec), "error": f"worker exited {proc.returncode}: {tail[:300]}"}
 
 
 def _memory_kind(device: str) -> str:
     if device.startswith("cuda"):
-        return "torch.cuda.max_memory_allocated minus allocation before the models were built (MiB)"
-    return ("CPU peak RSS growth: /proc/self/status VmHWM at the end minus VmRSS before the models "
-            "were built, VmHWM reset via /proc/self/clear_refs, one subprocess per config (MiB)")
+        return "torch.cuda.max_memory_allocated minus allocation before the trainer was set up (MiB)"
+    return ("CPU peak RSS growth: /proc/self/status VmHWM at the end minus VmRSS before the "
+            "trainer was set up, VmHWM reset via /proc/self/clear_refs, one subprocess per "
+            "config (MiB)")
 
 
-def _print_table(records: list[dict]) -> None:
-    head = (f"{'size':>5} {'batch':>5} {'variant':<13} {'dtype':<9} {'step s':>9} "
-            f"{'Mvox/s':>8} {'speed-up':>8} {'peak MiB':>9}")
+def _print_table(records: list[dict], reference: str) -> None:
+    head = (f"{'family':<9} {'size':>4} {'batch':>5} {'variant':<26} {'step s':>8} "
+            f"{'Mvox/s':>8} {'speed-up':>8} {'TFLOP/s':>8} {reference:>9} {'peak MiB':>9}")
     print(head)
     print("-" * len(head))
     for r in records:
         if "error" in r:
-            print(f"{r['size']:>5} {r['batch']:>5} {r['variant']:<13} ERROR {r['error']}")
+            print(f"{r['family']:<9} {r['size']:>4} {r['batch']:>5} {r['variant']:<26} "
+                  f"ERROR {r['error']}")
             continue
         speed = f"{r['speedup_vs_baseline']:.2f}x" if r.get("speedup_vs_baseline") else "-"
         mem = f"{r['peak_mem_mib']:.0f}" if r.get("peak_mem_mib") is not None else "-"
-        print(f"{r['size']:>5} {r['batch']:>5} {r['variant']:<13} {r['amp_dtype']:<9} "
-              f"{r['step_s_median']:>9.3f} {r['voxels_per_s'] / 1e6:>8.3f} {speed:>8} {mem:>9}")
+        tf = f"{r['tflops']:.3f}" if r.get("tflops") is not None else "-"
+        ref = f"{100 * r['of_reference']:.1f}%" if r.get("of_reference") is not None else "-"
+        print(f"{r['family']:<9} {r['size']:>4} {r['batch']:>5} {r['variant']:<26} "
+              f"{r['step_s_median']:>8.3f} {r['voxels_per_s'] / 1e6:>8.3f} {speed:>8} "
+              f"{tf:>8} {ref:>9} {mem:>9}")
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--sizes", help="patch sizes, comma-separated (default 32,64,128; "
-                        "--quick on CPU: 32,64)")
+    parser.add_argument("--families", default="dcgan3d,pix2pix3d,hagan3d",
+                        help="model families, comma-separated")
+    parser.add_argument("--sizes", help="sizes, comma-separated (default 32,64,128; --quick "
+                        "on CPU: 32,64); hagan3d's is the whole volume")
     parser.add_argument("--device", default="auto", help="cpu, cuda, cuda:N or auto")
     parser.add_argument("--steps", type=int, help="timed steps per config (default 5, --quick 2)")
     parser.add_argument("--warmup", type=int, help="untimed steps first (default 2, --quick 1)")
     parser.add_argument("--batch", help="override batch sizes, e.g. 32:8,64:2")
     parser.add_argument("--channels", type=int, default=32, help="model width (default 32)")
-    parser.add_argument("--latent-dim", type=int, default=128)
     parser.add_argument("--threads", type=int, help="torch CPU threads (default: torch's)")
-    parser.add_argument("--compile", action="store_true", help="also time fast+torch.compile")
+    parser.add_argument("--compile", action="store_true", help="also time torch.compile")
+    parser.add_argument("--variants", help="variants, comma-separated (default: per device)")
     parser.add_argument("--quick", action="store_true", help="few steps; on CPU skip 128^3")
-    parser.add_argument("--in-process", action="store_true",
-                        help="run every config in this process (peak memory then not per config)")
     parser.add_argument("--out", help="JSON path (default benchmarks/results/...)")
     parser.add_argument("--worker", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
@@ -280,36 +333,57 @@ def main(argv: list[str] | None = None) -> int:
     steps = args.steps or (2 if args.quick else 5)
     warmup = args.warmup if args.warmup is not None else (1 if args.quick else 2)
     batches = {**BATCH[kind], **_parse_batches(args.batch)}
-    variants = ["eager-fp32", "fast"] + (["fast+compile"] if args.compile else [])
+    if args.variants:
+        variants = args.variants.split(",")
+    elif kind == "cuda":
+        variants = ["eager-fp32", "bf16", "bf16+channels_last"] + \
+            (["bf16+channels_last+compile"] if args.compile else [])
+    else:
+        variants = ["eager-fp32", "channels_last", "bf16"] + \
+            (["fp32+compile"] if args.compile else [])
     if args.threads:
         torch.set_num_threads(args.threads)
 
     hardware = describe_hardware(device)
-    print(f"# {hardware['cpu_model']} ({hardware['cpu_cores_usable']} cores), torch "
-          f"{hardware['torch']}" + (f", {hardware['gpu_name']}" if kind == "cuda" else "")
+    peak = bf16_peak(hardware.get("gpu_name")) if kind == "cuda" else None
+    matmul = None if kind == "cuda" else matmul_gflops(args.threads)
+    reference = "of bf16" if kind == "cuda" else "of matmul"
+    print(f"# {hardware['cpu_model']} ({hardware['cpu_cores_usable']} cores, flags "
+          f"{','.join(hardware['cpu_flags'])}), torch {hardware['torch']}"
+          + (f", {hardware['gpu_name']} (bf16 peak {peak / 1e12:.0f} TFLOP/s)" if peak else "")
+          + (f", fp32 matmul {matmul:.1f} GFLOP/s" if matmul else "")
           + f", device {device}, load {hardware.get('loadavg_1m')}", flush=True)
     records = []
     t0 = time.perf_counter()
-    for size in sizes:
-        batch = batches.get(size, 1)
-        baseline = None
-        for variant in variants:
-            spec = {"device": device, "size": size, "batch": batch, "variant": variant,
-                    "steps": steps, "warmup": max(warmup, 3) if "compile" in variant else warmup,
-                    "channels": args.channels, "latent_dim": args.latent_dim,
-                    "threads": args.threads}
-            rec = run_config(spec) if args.in_process else _run_isolated(spec)
-            if variant == "eager-fp32" and "error" not in rec:
-                baseline = rec["step_s_median"]
-            if "error" not in rec and baseline:
-                rec["speedup_vs_baseline"] = round(baseline / rec["step_s_median"], 3)
-            records.append(rec)
-            print(f"  {size}^3 b{batch} {variant}: "
-                  + (rec.get("error") or f"{rec['step_s_median']:.3f} s/step"), flush=True)
+    for family in args.families.split(","):
+        for size in sizes:
+            batch = batches.get(size, 1)
+            baseline, flops = None, None
+            for variant in variants:
+                spec = {"device": device, "family": family, "size": size, "batch": batch,
+                        "variant": variant, "steps": steps,
+                        "warmup": max(warmup, 3) if "compile" in variant else warmup,
+                        "channels": args.channels, "threads": args.threads,
+                        "count_flops": variant == "eager-fp32"}
+                rec = _run_isolated(spec)
+                if "error" not in rec:
+                    if variant == "eager-fp32":
+                        baseline, flops = rec["step_s_median"], rec["flops_per_step"]
+                    if baseline:
+                        rec["speedup_vs_baseline"] = round(baseline / rec["step_s_median"], 3)
+                    if flops:
+                        rec["flops_per_step"] = flops  # the same computation in every variant
+                        rec["tflops"] = round(flops / rec["step_s_median"] / 1e12, 4)
+                        ref = peak if kind == "cuda" else (matmul * 1e9 if matmul else None)
+                        rec["of_reference"] = round(flops / rec["step_s_median"] / ref, 4) \
+                            if ref else None
+                records.append(rec)
+                print(f"  {family} {size} b{batch} {variant}: "
+                      + (rec.get("error") or f"{rec['step_s_median']:.3f} s/step"), flush=True)
     total = time.perf_counter() - t0
 
     print()
-    _print_table(records)
+    _print_table(records, reference)
     today = _dt.date.today()
     out = Path(args.out) if args.out else (
         HERE / "results" / f"train_throughput-{hardware_slug(hardware, device)}-"
@@ -318,13 +392,16 @@ def main(argv: list[str] | None = None) -> int:
         "benchmark": "train_throughput",
         "date": _dt.datetime.now().isoformat(timespec="seconds"),
         "hardware": hardware,
-        "settings": {"device": device, "model": "dcgan3d", "channels": args.channels,
-                     "latent_dim": args.latent_dim, "loss": "bce", "optimizer": "Adam",
+        "settings": {"device": device, "families": args.families, "channels": args.channels,
                      "steps": steps, "warmup": warmup, "quick": args.quick,
-                     "compile": args.compile, "isolated": not args.in_process,
-                     "threads": args.threads or hardware["torch_threads"]},
-        "step": "D: G(z) no-grad + D(cat(real, fake)) + backward + Adam; "
-                "G: D(G(z)) + backward + Adam. No R1, augmentation, EMA or data loading.",
+                     "variants": variants, "threads": args.threads or hardware["torch_threads"]},
+        "reference": ({"kind": "dense bf16 peak of the GPU (data sheet)", "flops_per_s": peak}
+                      if kind == "cuda" else
+                      {"kind": "float32 2048x2048 matmul measured in this run",
+                       "flops_per_s": matmul * 1e9 if matmul else None}),
+        "step": "Trainer._train_step(): batch from the data, DiffAugment, the family's step "
+                "(D update with lazy R1 every r1_every steps, G update, EMA), losses left on "
+                "the device; FLOPs counted by torch.utils.flop_counter on the eager step",
         "memory_kind": _memory_kind(device),
         "total_wall_s": round(total, 1),
         "results": records,

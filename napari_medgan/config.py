@@ -29,6 +29,26 @@ def opt(default: Any, help: str, flag: str | None = None) -> Any:
     return field(default=default, metadata={"help": help, "flag": flag})
 
 
+def parse_shape(value: Any, name: str, multiple: int) -> tuple[int, int, int]:
+    """Three voxel counts (x, y, z) from ``"192,224,192"``, ``"192x224x192"``, one int (a
+    cube) or a sequence, each a positive multiple of ``multiple``; ValueError naming
+    ``name`` otherwise."""
+    items = value
+    if isinstance(value, str):
+        items = value.lower().replace("x", ",").replace(" ", "").split(",")
+    elif isinstance(value, int) and not isinstance(value, bool):
+        items = [value] * 3
+    def whole(v: Any) -> bool:
+        return (isinstance(v, int) and not isinstance(v, bool)) or \
+            (isinstance(v, str) and v.isdigit())
+
+    ok = isinstance(items, (list, tuple)) and len(items) == 3 and all(map(whole, items))
+    shape = tuple(int(v) for v in items) if ok else ()
+    _check(ok and all(s >= multiple and s % multiple == 0 for s in shape), name, value,
+           f"three sizes x,y,z in voxels, each a multiple of {multiple}")
+    return shape  # type: ignore[return-value]
+
+
 class _Checked:
     """Base of the config sections: a field changed after construction is validated
     again, with the whole section's rules (``__post_init__``), before it is kept; a bad
@@ -115,11 +135,18 @@ class ModelConfig(_Checked):
     ``inpaint_fraction``: training holes are boxes of about this fraction of each side.
     """
 
-    name: str = opt("dcgan3d", 'dcgan3d (unconditional) or pix2pix3d (conditional)', flag="model")
-    task: str | None = opt(None, "dcgan3d: synthesis | joint (image + label map); pix2pix3d: "
-                                 "label2image | translate | denoise | superres | inpaint")
+    name: str = opt("dcgan3d", 'dcgan3d (unconditional patches), hagan3d (unconditional whole '
+                    'volumes, hierarchical) or pix2pix3d (conditional)', flag="model")
+    task: str | None = opt(None, "dcgan3d, hagan3d: synthesis | joint (image + label map); "
+                                 "pix2pix3d: label2image | translate | denoise | superres | "
+                                 "inpaint")
     patch_size: int = opt(32, 'cubic patch edge in voxels (multiple of 16)')
-    latent_dim: int = opt(128, 'latent size (dcgan3d)')
+    volume_shape: tuple[int, int, int] | None = opt(
+        None, "hagan3d: size of the whole volume it generates, voxels x,y,z (e.g. 192,224,192), "
+              "each a multiple of 32 (default: the patch size cubed)")
+    slab_size: int = opt(32, "hagan3d: thickness (z voxels, a multiple of 8) of the "
+                             "full-resolution slab each step trains")
+    latent_dim: int = opt(128, 'latent size (dcgan3d, hagan3d)')
     channels: int = opt(32, 'base network width')
     num_classes: int = opt(0, 'label classes incl. background (0 = from data)')
     spectral_norm: bool = True
@@ -141,6 +168,10 @@ class ModelConfig(_Checked):
         ps = int(self.patch_size)
         _check(ps >= 16 and ps % 16 == 0, "model.patch_size", self.patch_size,
                "a multiple of 16, at least 16")
+        if self.volume_shape is not None:
+            self.volume_shape = parse_shape(self.volume_shape, "model.volume_shape", 32)
+        _check(int(self.slab_size) >= 8 and int(self.slab_size) % 8 == 0, "model.slab_size",
+               self.slab_size, "a multiple of 8, at least 8")
         _check(int(self.latent_dim) >= 1, "model.latent_dim", self.latent_dim, ">= 1")
         _check(int(self.channels) >= 4, "model.channels", self.channels, ">= 4")
         _check(int(self.num_classes) >= 0, "model.num_classes", self.num_classes, ">= 0")
@@ -204,6 +235,9 @@ class TrainConfig(_Checked):
                        "measures it, compile time included) | on | off")
     grad_checkpoint: str = opt("off", "on: recompute the generator's activations during the "
                                "backward pass (less memory for the largest sizes, slower)")
+    memory_check: str = opt("on", "on: before training, estimate the step's peak memory "
+                            "from two small measured steps and refuse a run that cannot fit "
+                            "| off")
 
     def __post_init__(self) -> None:
         _check(int(self.steps) >= 1, "train.steps", self.steps, ">= 1")
@@ -234,7 +268,8 @@ class TrainConfig(_Checked):
         _check(int(self.preview_count) >= 1, "train.preview_count", self.preview_count, ">= 1")
         _check(int(self.num_workers) >= 0, "train.num_workers", self.num_workers, ">= 0")
         for name, choices in (("memory_format", MEMORY_FORMATS), ("compile", SWITCHES),
-                              ("grad_checkpoint", SWITCHES[1:])):
+                              ("grad_checkpoint", SWITCHES[1:]),
+                              ("memory_check", SWITCHES[1:])):
             value = getattr(self, name)
             _check(value in choices, f"train.{name}", value, f"one of {choices}")
         self._ready()
@@ -303,7 +338,7 @@ def _build(kind: type, values: dict, section: str) -> Any:
     if unknown:
         raise ValueError(f"config.{section}: unknown field(s) {unknown}; known: {sorted(names)}")
     values = dict(values)
-    for key in ("spacing", "superres_factors"):
+    for key in ("spacing", "superres_factors", "volume_shape"):
         if isinstance(values.get(key), list):
             values[key] = tuple(values[key])
     return kind(**values)

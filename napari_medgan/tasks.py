@@ -9,8 +9,8 @@ family that serves it), not a branch in every module.
 ==============  ==========  =================  ==========  ======  ===========
 task            condition   output             restores    pairs   families
 ==============  ==========  =================  ==========  ======  ===========
-synthesis       --          image              --          --      dcgan3d
-joint           --          image + labels     --          yes     dcgan3d
+synthesis       --          image              --          --      dcgan3d, hagan3d
+joint           --          image + labels     --          yes     dcgan3d, hagan3d
 label2image     labels      image              --          yes     pix2pix3d
 translate       image       image (other)      --          --      pix2pix3d
 denoise         image       image              yes         --      pix2pix3d
@@ -100,6 +100,7 @@ FAMILIES: dict[str, tuple[str, ...]] = {
     # the built-in families, so that the config can be checked without importing torch;
     # napari_medgan.models registers the same tuples from the families' own TASKS
     "dcgan3d": ("synthesis", "joint"),
+    "hagan3d": ("synthesis", "joint"),
     "pix2pix3d": ("label2image", "translate", "denoise", "superres", "inpaint"),
 }
 

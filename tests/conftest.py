@@ -45,7 +45,7 @@ def _tiny_run(out, model="dcgan3d", task=None, steps=6, **train):
     from napari_medgan.config import DataConfig, ModelConfig, RunConfig, TrainConfig
 
     defaults = dict(steps=steps, batch_size=2, preview_every=3, checkpoint_every=3, log_every=1,
-                    preview_count=2, device="cpu", seed=0)
+                    preview_count=2, device="cpu", seed=0, memory_check="off")
     defaults.update(train)
     return RunConfig(
         data=DataConfig(source="phantom", phantom_count=3, phantom_size=16),

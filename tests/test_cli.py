@@ -12,7 +12,8 @@ from napari_medgan.cli import TRAIN_OVERRIDES, build_parser, main
 
 TINY = ["--data", "phantom", "--phantom-count", "3", "--phantom-size", "16", "--patch-size", "16",
         "--channels", "8", "--latent-dim", "16", "--batch-size", "2", "--device", "cpu",
-        "--checkpoint-every", "2", "--preview-every", "2", "--log-every", "1"]
+        "--checkpoint-every", "2", "--preview-every", "2", "--log-every", "1",
+        "--memory-check", "off"]
 
 
 def test_train_then_generate(tmp_path, capsys):
@@ -141,11 +142,16 @@ def test_console_script_is_installed():
         assert cmd in out.stdout
 
 
-def test_torchrun_two_gloo_processes(tmp_path):
+@pytest.mark.parametrize("model", [
+    [],  # dcgan3d: batch norm in the generator, synchronised across the ranks
+    ["--model", "hagan3d", "--volume-shape", "32,32,64", "--slab-size", "8",
+     "--phantom-size", "32"],  # hierarchical: two discriminators in one DDP module
+], ids=["dcgan3d", "hagan3d"])
+def test_torchrun_two_gloo_processes(tmp_path, model):
     run = tmp_path / "ddp"
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
-           "-m", "napari_medgan", "train", *TINY, "--steps", "3",
+           "-m", "napari_medgan", "train", *TINY, *model, "--steps", "3",
            "--out", str(run)]
     proc = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=240)
     assert proc.returncode == 0, proc.stderr[-3000:]

@@ -9,7 +9,15 @@ import time
 from functools import partial
 from pathlib import Path
 
-from qtpy.QtWidgets import QFormLayout, QHBoxLayout, QLabel, QPushButton, QVBoxLayout, QWidget
+from qtpy.QtWidgets import (
+    QFormLayout,
+    QHBoxLayout,
+    QLabel,
+    QLineEdit,
+    QPushButton,
+    QVBoxLayout,
+    QWidget,
+)
 
 from napari_medgan._widgets._common import (
     PathPicker,
@@ -28,6 +36,7 @@ from napari_medgan.config import (
     LOSSES,
     MODEL_TASKS,
     PRECISIONS,
+    SWITCHES,
     ModelConfig,
     RunConfig,
     TrainConfig,
@@ -56,11 +65,18 @@ class TrainWidget(QWidget):
         t, m = TrainConfig(), ModelConfig()  # the defaults are the config's, declared once
         self.steps, self.batch = spin(1, 10**7, t.steps), spin(1, 1024, t.batch_size)
         self.channels = spin(4, 1024, m.channels)
+        # whole-volume families (hagan3d): the volume they generate and the slab per step
+        self.volume = QLineEdit()
+        self.volume.setPlaceholderText("auto: the dataset's patch size, cubed")
+        self.slab = spin(8, 4096, m.slab_size)
+        self.slab.setSingleStep(8)
         self.preview_every = spin(1, 10**6, t.preview_every)
         self.lr_g, self.lr_d = lr_spin(t.lr_g), lr_spin(t.lr_d)
         self.seed = spin(0, 2**31 - 1, t.seed)
         self.device, self.precision = combo(_devices(), self._on_device_changed), combo(PRECISIONS)
         self.device_info = QLabel()
+        self.memory_check = combo(SWITCHES[1:])
+        self.memory_check.setCurrentText(t.memory_check)
         self.out = PathPicker("dir", "auto: ~/napari-medgan-runs/<model>-<time>")
         self.start_from = combo(START_FROM)
         self.init_path = PathPicker("file_or_dir", "checkpoint or run folder")
@@ -70,14 +86,19 @@ class TrainWidget(QWidget):
                   self.channels: "model.channels", self.lr_g: "train.lr_g",
                   self.lr_d: "train.lr_d", self.device: "train.device",
                   self.precision: "train.precision", self.seed: "train.seed",
-                  self.preview_every: "train.preview_every"}
+                  self.preview_every: "train.preview_every",
+                  self.volume: "model.volume_shape", self.slab: "model.slab_size",
+                  self.memory_check: "train.memory_check"}
         for w, key in fields.items():
             w.setToolTip(field_help(*key.split(".")))  # the CLI's --help text, declared once
         for name, w in [("Data", self.data_info), ("Model", self.model), ("Task", self.task),
                         ("Loss", self.loss), ("Steps", self.steps), ("Batch size", self.batch),
-                        ("Width (channels)", self.channels), ("lr G", self.lr_g),
+                        ("Width (channels)", self.channels),
+                        ("Volume (x,y,z)", self.volume), ("Slab (z voxels)", self.slab),
+                        ("lr G", self.lr_g),
                         ("lr D", self.lr_d), ("Device", self.device), ("", self.device_info),
-                        ("Precision", self.precision), ("Seed", self.seed),
+                        ("Precision", self.precision), ("Memory check", self.memory_check),
+                        ("Seed", self.seed),
                         ("Preview every", self.preview_every), ("Run folder", self.out),
                         ("Start from", self.start_from), ("Checkpoint", self.init_path)]:
             form.addRow(name, w)
@@ -115,14 +136,17 @@ class TrainWidget(QWidget):
     # ----------------------------------------------------------------- config
     def build_run(self) -> RunConfig:
         """The RunConfig the form describes (the dataset part comes from the session)."""
-        run = RunConfig(model=ModelConfig(name=self.model.currentText(),
-                                          task=self.task.currentText(),
-                                          channels=self.channels.value()))
+        whole = self.volume.isEnabled()
+        run = RunConfig(model=ModelConfig(
+            name=self.model.currentText(), task=self.task.currentText(),
+            channels=self.channels.value(), slab_size=self.slab.value(),
+            volume_shape=(self.volume.text().strip() or None) if whole else None))
         t = run.train
         t.loss, t.steps = self.loss.currentText(), self.steps.value()
         t.batch_size = self.batch.value()
         t.lr_g, t.lr_d, t.seed = self.lr_g.value(), self.lr_d.value(), self.seed.value()
         t.device, t.precision = self.device.currentText(), self.precision.currentText()
+        t.memory_check = self.memory_check.currentText()
         t.preview_every, t.preview_count = self.preview_every.value(), 1
         t.checkpoint_every = max(t.checkpoint_every, t.preview_every)
         start, path = self.start_from.currentIndex(), self.init_path.path()
@@ -239,6 +263,11 @@ class TrainWidget(QWidget):
         self.pause_btn.setText("Pause")
 
     def _on_model_changed(self, *_) -> None:
+        from napari_medgan.models import get_model
+
+        whole = hasattr(get_model(self.model.currentText()), "patch_shape")
+        for w in (self.volume, self.slab):
+            w.setEnabled(whole)
         self.task.clear()
         self.task.addItems(MODEL_TASKS[self.model.currentText()])
         if self.session.task in MODEL_TASKS[self.model.currentText()]:

@@ -118,15 +118,16 @@ class DiffAugment3D:
         b = x.shape[0]
 
         def rand(*shape: int) -> torch.Tensor:
-            # draw on the CPU (where the generator lives), then move: same numbers on any device
-            return torch.rand(*shape, generator=generator).to(x.device)
+            # drawn on the CPU (where the generator lives): the same numbers on any device,
+            # and the decisions below read them without waiting for the GPU
+            return torch.rand(*shape, generator=generator)
 
         if self.flip:
             for dim in (2, 3, 4):
                 do = (rand(b) < self.p) & (rand(b) < 0.5)
-                x = torch.where(do.view(b, 1, 1, 1, 1), x.flip(dim), x)
+                x = torch.where(do.view(b, 1, 1, 1, 1).to(x.device), x.flip(dim), x)
         if self.intensity:
-            x = self._intensity(x, _channel_mask(intensity_channels, x.shape[1]).to(x.device), rand)
+            x = self._intensity(x, _channel_mask(intensity_channels, x.shape[1]), rand)
         if self.translate > 0:
             x = self._translate(x, rand)
         if self.cutout > 0:
@@ -135,13 +136,15 @@ class DiffAugment3D:
 
     def _intensity(self, x, channels, rand) -> torch.Tensor:
         b = x.shape[0]
-        if not bool(channels.any()):
+        if not bool(channels.any()):  # a CPU mask: no device sync
             return x
-        apply_b = (rand(b) < self.p).to(x.dtype).view(b, 1, 1, 1, 1)
-        apply_c = (rand(b) < self.p).to(x.dtype).view(b, 1, 1, 1, 1)
-        shift = (rand(b) - 0.5).mul(0.5).view(b, 1, 1, 1, 1).to(x.dtype) * apply_b
-        gain = torch.exp((rand(b) - 0.5) * 0.7).view(b, 1, 1, 1, 1).to(x.dtype)
+        channels = channels.to(x.device)
+        apply_b = (rand(b) < self.p).float().view(b, 1, 1, 1, 1)
+        apply_c = (rand(b) < self.p).float().view(b, 1, 1, 1, 1)
+        shift = (rand(b) - 0.5).mul(0.5).view(b, 1, 1, 1, 1) * apply_b
+        gain = torch.exp((rand(b) - 0.5) * 0.7).view(b, 1, 1, 1, 1)
         gain = 1.0 + (gain - 1.0) * apply_c
+        shift, gain = shift.to(x.device, x.dtype), gain.to(x.device, x.dtype)
         mean = x.mean(dim=(2, 3, 4), keepdim=True)
         changed = (x - mean) * gain + mean + shift
         return torch.where(channels.view(1, -1, 1, 1, 1), changed, x)

@@ -166,10 +166,12 @@ def _as_labels(array: np.ndarray, name: str) -> np.ndarray:
     return array.astype(np.int64)
 
 
-def _pad_to(array: np.ndarray, size: int, value: float) -> tuple[np.ndarray, np.ndarray]:
-    """Pad each axis to at least ``size`` (centred); returns the array and pads-before (z, y, x)."""
-    before = np.array([max(0, size - n) // 2 for n in array.shape])
-    after = np.array([max(0, size - n) for n in array.shape]) - before
+def _pad_to(array: np.ndarray, size, value: float) -> tuple[np.ndarray, np.ndarray]:
+    """Pad each axis to at least ``size`` (one int, or one per axis z, y, x; centred);
+    returns the array and pads-before (z, y, x)."""
+    sizes = np.broadcast_to(np.asarray(size, dtype=int), (array.ndim,))
+    before = np.array([max(0, m - n) // 2 for m, n in zip(sizes, array.shape)])
+    after = np.array([max(0, m - n) for m, n in zip(sizes, array.shape)]) - before
     if not (before.any() or after.any()):
         return array, before
     return np.pad(array, list(zip(before, after)), constant_values=value), before
@@ -199,6 +201,7 @@ class TrainingData:
         self.task, self.model = task, model
         self.validation = list(validation or [])
         self.patch_size = int(model.patch_size)
+        self.patch_shape = _patch_shape(model)  # (z, y, x): a cube, or a family's whole volume
         self.normalizer, self.target_normalizer = normalizer, target_normalizer
         self.reference, self.num_classes, self.names = reference, int(num_classes), names
         self.foreground_fraction = float(foreground_fraction)
@@ -216,6 +219,12 @@ class TrainingData:
 
     def __len__(self) -> int:
         return len(self._images)
+
+    @property
+    def nbytes(self) -> int:
+        """Host memory held by the training arrays (images, label maps, targets)."""
+        arrays = [*self._images, *(self._labels or []), *(self._targets or [])]
+        return int(sum(a.nbytes for a in arrays))
 
     @property
     def conditional(self) -> bool:
@@ -242,13 +251,13 @@ class TrainingData:
         return self._labels
 
     def _crop_starts(self, i: int, rng: np.random.Generator) -> tuple[int, int, int]:
-        shape, p = np.array(self._images[i].shape), self.patch_size
+        shape, p = np.array(self._images[i].shape), np.array(self.patch_shape)
         fg = self._foreground[i]
         if fg.size and rng.random() < self.foreground_fraction:
             centre = np.array(np.unravel_index(fg[rng.integers(fg.size)], shape))
             start = np.clip(centre - p // 2, 0, shape - p)
         else:
-            start = np.array([rng.integers(0, n - p + 1) for n in shape])
+            start = np.array([rng.integers(0, n - q + 1) for n, q in zip(shape, p)])
         return tuple(int(s) for s in start)  # type: ignore[return-value]
 
     def _random_transpose(self, rng: np.random.Generator) -> tuple[int, int, int]:
@@ -339,7 +348,8 @@ class TrainingData:
         return pairs
 
     def sample_batch(self, batch_size: int, rng: np.random.Generator) -> dict[str, torch.Tensor]:
-        """Random patches: ``{"image": (B, C, P, P, P)}`` plus ``"condition"`` when conditional.
+        """Random patches: ``{"image": (B, C, *patch_shape)}`` plus ``"condition"`` when
+        conditional (a family that generates whole volumes has them as its patch shape).
 
         Each sample picks a volume uniformly, then a crop whose centre is a
         foreground voxel with probability ``foreground_fraction`` (labels > 0,
@@ -351,12 +361,11 @@ class TrainingData:
         """
         if int(batch_size) < 1:
             raise ValueError(f"batch_size: expected >= 1, got {batch_size!r}")
-        p = self.patch_size
         imgs, labs, tgts, lows = [], [], [], []
         for _ in range(int(batch_size)):
             i = int(rng.integers(len(self._images)))
             z, y, x = self._crop_starts(i, rng)
-            window = (slice(z, z + p), slice(y, y + p), slice(x, x + p))
+            window = tuple(slice(s, s + n) for s, n in zip((z, y, x), self.patch_shape))
             augment = self.flip and self.conditional
             axes = tuple(a for a in range(3) if rng.random() < 0.5) if augment else ()
             # transposes only where the mapping is local signal restoration; for label2image
@@ -409,6 +418,12 @@ class TrainingData:
         """Whole-volume condition ``(1, C, D, H, W)``; see :func:`condition_from_volume`."""
         return condition_from_volume(self.task, volume, self.model, self.normalizer, rng,
                                      self.num_classes or None)
+
+
+def _patch_shape(model: Any) -> tuple[int, int, int]:
+    from napari_medgan.models import patch_shape
+
+    return patch_shape(model)
 
 
 def _paths(field: str, path: str) -> list[Path]:
@@ -569,15 +584,16 @@ def build_training_data(run: Any, images: list[Volume] | None = None,
         target_normalizer = fit(preset, [v.array for v in targets])
 
     p = int(model.patch_size)
+    shape = _patch_shape(model)
 
     def prepare(vol: Volume, norm) -> tuple[np.ndarray, np.ndarray]:
         arr = np.asarray(norm.forward(np.asarray(vol.array, dtype=np.float32)), dtype=np.float32)
-        return _pad_to(arr, p, float(arr.min()))  # background of the normalised volume
+        return _pad_to(arr, shape, float(arr.min()))  # background of the normalised volume
 
     norm_images, pads = zip(*(prepare(v, normalizer) for v in images))
     norm_targets = [prepare(v, target_normalizer)[0] for v in targets] if targets else None
     if label_arrays is not None:
-        label_arrays = [_pad_to(a, p, 0)[0] for a in label_arrays]
+        label_arrays = [_pad_to(a, shape, 0)[0] for a in label_arrays]
     first = targets[0] if targets else images[0]
     first_norm = norm_targets[0] if targets else norm_images[0]
     shift = first.direction @ (first.spacing * pads[0][::-1])  # pads are (z, y, x)

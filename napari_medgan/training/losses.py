@@ -100,8 +100,9 @@ def r1_penalty(real_logits: torch.Tensor, real_inputs: torch.Tensor,
     ----------
     real_logits : Tensor
         ``D(real_inputs)``, any shape with batch first.
-    real_inputs : Tensor
-        The real batch ``(B, C, D, H, W)``, or a batch whose first ``B`` rows
+    real_inputs : Tensor or sequence of Tensors
+        The real batch ``(B, C, D, H, W)`` (several, for a discriminator with several
+        inputs: the squared gradient norms add up), or a batch whose first ``B`` rows
         are the real samples behind ``real_logits`` (e.g. real and fake
         concatenated for one D pass); must have ``requires_grad=True`` set
         *before* it went through D.
@@ -116,7 +117,8 @@ def r1_penalty(real_logits: torch.Tensor, real_inputs: torch.Tensor,
     Scalar float32 tensor, differentiable (the graph is kept) so it can be
     added to the discriminator loss and back-propagated.
     """
-    if not real_inputs.requires_grad:
+    inputs = tuple(real_inputs) if isinstance(real_inputs, (tuple, list)) else (real_inputs,)
+    if not all(t.requires_grad for t in inputs):
         raise ValueError("real_inputs: expected a tensor with requires_grad=True (call "
                          "real.requires_grad_(True) before the discriminator), got one without")
     if not real_logits.requires_grad:
@@ -126,11 +128,12 @@ def r1_penalty(real_logits: torch.Tensor, real_inputs: torch.Tensor,
     scaled = scaler is not None and scaler.is_enabled()
     if scaled:
         total = scaler.scale(total)
-    (grad,) = torch.autograd.grad(total, real_inputs, create_graph=True)
+    grads = torch.autograd.grad(total, inputs, create_graph=True)
     if scaled:  # the scale as a device tensor: no host sync
-        grad = grad / getattr(scaler, "_get_scale_async", scaler.get_scale)()
+        scale = getattr(scaler, "_get_scale_async", scaler.get_scale)()
+        grads = [g / scale for g in grads]
     # Divide by the number of *real* samples, not by len(real_inputs): a caller may pass one
     # concatenated real+fake batch through D; the fake rows then get zero gradient and must
     # not dilute the mean (D has no batch-coupling norm, so samples are independent).
-    with _no_autocast(grad):
-        return grad.float().pow(2).sum() / real_logits.shape[0]
+    with _no_autocast(grads[0]):
+        return sum(g.float().pow(2).sum() for g in grads) / real_logits.shape[0]

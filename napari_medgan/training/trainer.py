@@ -19,6 +19,7 @@ import copy
 import dataclasses
 import json
 import math
+import os
 import threading
 import time
 from collections.abc import Iterator
@@ -122,7 +123,7 @@ class Trainer:
         torch.manual_seed(cfg.seed + self.dist.rank)
         self.rng = np.random.default_rng(cfg.seed + self.dist.rank)
         if self.device.type == "cuda":
-            torch.backends.cudnn.benchmark = True
+            torch.backends.cudnn.benchmark = True  # until _choose_speed has timed it
         else:
             # Denormal floats (weights and gradients drifting towards zero, e.g. from
             # zero-initialised output layers) make x86 CPUs 10-50x slower per operation; a
@@ -152,6 +153,8 @@ class Trainer:
                 f"model was built for {run.model.num_classes} classes"
             )
 
+        if cfg.memory_check == "on":
+            yield self._check_memory()
         self.G = build_generator(run.model)
         if source_ckpt is None and hasattr(self.G, "fit_to_data"):
             # generators that start from a classical estimate fit it here (lookup table,
@@ -220,7 +223,13 @@ class Trainer:
             self.fixed_target = batch["image"]
         else:
             self.fixed_latent = unwrap(self.G).sample_latent(max(cfg.preview_count, 4), generator=gen)
-            self.fixed_real = self.data.sample_batch(8, fixed)["image"][:, :1]
+            # intensities of 8 real samples for the checkpoint figure (a histogram): at most
+            # 2^18 voxels of each, drawn one sample at a time, so that a whole-volume family
+            # does not hold eight 256^3 volumes for it
+            reals = [self.data.sample_batch(1, fixed)["image"][0, 0].flatten() for _ in range(8)]
+            self.fixed_real = torch.cat([
+                r if r.numel() <= 2**18 else r[torch.randint(r.numel(), (2**18,), generator=gen)]
+                for r in reals])
         self._snapshot = self._capture_state()
         self._val_pairs = self.data.validation_pairs() if run.model.conditional else []
         self.validation: dict = {}
@@ -228,12 +237,26 @@ class Trainer:
         world = f", {self.dist.world_size} processes" if self.dist.enabled else ""
         yield ev.MessageEvent(
             self.step, "info",
-            f"training {run.model.name}/{run.model.task} at {run.model.patch_size}^3 on "
+            f"training {run.model.name}/{run.model.task} at {_shape_text(self.data.patch_shape)} on "
             f"{describe_device(self.device)}, precision "
             f"{'fp32' if self.amp_dtype is None else str(self.amp_dtype).split('.')[-1]}{world}",
         )
         if self._val_pairs:  # step 0: the starting estimate's figure
             yield self._validate()
+
+    def _check_memory(self) -> ev.MessageEvent:
+        """Plan the step's peak memory before the networks exist (training/memory.py):
+        a MessageEvent saying it fits, or ValueError with the one-line refusal (on every
+        rank when any rank's plan does not fit)."""
+        from napari_medgan.training.memory import plan_memory
+
+        processes = int(os.environ.get("LOCAL_WORLD_SIZE", 1)) if self.dist.enabled else 1
+        plan = plan_memory(self.config, self.device, data_bytes=self.data.nbytes,
+                           processes=processes)
+        if not all_ranks_agree(plan.fits):
+            raise ValueError(plan.summary() if not plan.fits else
+                             "memory: another training process's device cannot fit this run")
+        return ev.MessageEvent(self.step, "info", plan.summary())
 
     # ------------------------------------------------------------- one step
     def _augment(self, x: torch.Tensor) -> torch.Tensor:
@@ -267,40 +290,42 @@ class Trainer:
         return x.contiguous(memory_format=self._memory_format) if x.ndim == 5 else x
 
     def _choose_speed(self) -> Iterator[ev.Event]:
-        """Settle ``train.memory_format`` and ``train.compile``: given ones are used; ``auto``
-        ones are decided on a GPU by timing this run's own step for each choice on copies of
-        the networks (the run itself starts from the untouched weights and RNG state).
-        compile is tried only for runs of 2000+ steps and judged with its compile time
-        included; on the CPU ``auto`` means contiguous and eager, which
-        ``benchmarks/train_throughput.py`` measured to be the faster there. Under DDP every
-        rank takes rank 0's choice. Returns whether to compile the generator."""
+        """Settle ``train.memory_format`` and ``train.compile``, and on a GPU cuDNN's
+        autotuning: given settings are used; ``auto`` ones are decided by timing this run's
+        own step for each choice on copies of the networks (the run itself starts from the
+        untouched weights and RNG state). Timed on a GPU always, on the CPU for runs of
+        500+ steps (the trial is a few dozen steps); compile is tried only on a GPU for runs
+        of 2000+ steps and judged with its compile time included. Under DDP every rank takes
+        rank 0's choice. Returns whether to compile the generator."""
         from napari_medgan.training.speed import memory_format
 
         cfg = self.config.train
         cuda = self.device.type == "cuda"
+        left = max(cfg.steps - self.step, 1)
         formats = [cfg.memory_format] if cfg.memory_format != "auto" else \
-            (["contiguous", "channels_last"] if cuda else ["contiguous"])
+            (["contiguous", "channels_last"] if cuda or left >= 500 else ["contiguous"])
         compiles = {"on": [True], "off": [False]}.get(cfg.compile) or (
-            [False, True] if cuda and cfg.steps - self.step >= 2000 else [False])
-        choices = [(f, c) for f in formats for c in compiles]
+            [False, True] if cuda and left >= 2000 else [False])
+        tunes = [True, False] if cuda else [False]
+        choices = [(f, c, t) for f in formats for c in compiles for t in tunes]
         chosen, note = 0, ""
         if len(choices) > 1:
-            left = max(cfg.steps - self.step, 1)
             totals = []
-            for fmt, comp in choices:
+            for fmt, comp, tune in choices:
+                torch.backends.cudnn.benchmark = tune
                 first, typical = self._time_choice(memory_format(fmt), comp)
                 totals.append((first if comp else 0.0) + left * typical)
             chosen = broadcast_choice(int(np.argmin(totals)))
             note = " (timed: " + ", ".join(
-                f"{f}{'+compile' if c else ''} {t / left:.3g} s/step"
-                for (f, c), t in zip(choices, totals)) + ")"
-        fmt, comp = choices[chosen]
+                f"{_speed_text(*c)} {t / left:.3g} s/step" for c, t in zip(choices, totals)) + ")"
+        fmt, comp, tune = choices[chosen]
+        torch.backends.cudnn.benchmark = tune
         self._memory_format = memory_format(fmt)
         for net in (self.G, self.D, self.ema):
             net.to(memory_format=self._memory_format)
         if len(choices) > 1:
-            yield ev.MessageEvent(self.step, "info", f"speed: {fmt}"
-                                  f"{', torch.compile' if comp else ''}{note}")
+            yield ev.MessageEvent(self.step, "info",
+                                  f"speed: {_speed_text(fmt, comp, tune)}{note}")
         return comp
 
     def _time_choice(self, fmt: torch.memory_format, compile_g: bool) -> tuple[float, float]:
@@ -679,6 +704,17 @@ class Trainer:
             return
         with open(self.out / "log.jsonl", "a") as fh:
             fh.write(json.dumps(record) + "\n")
+
+
+def _speed_text(fmt: str, compiled: bool, tuned: bool) -> str:
+    return fmt + ("+compile" if compiled else "") + ("+cudnn.benchmark" if tuned else "")
+
+
+def _shape_text(shape_zyx) -> str:
+    """``"32^3"`` for a cube, else ``"192x224x160 (x, y, z)"``."""
+    if len(set(shape_zyx)) == 1:
+        return f"{shape_zyx[0]}^3"
+    return "x".join(str(n) for n in shape_zyx[::-1]) + " voxels (x, y, z)"
 
 
 def refuse_used_folder(out: Path) -> None:

@@ -25,6 +25,7 @@ def configure_tiny(widget, out, steps: int, preview_every: int = 2) -> None:
     widget.channels.setValue(8)
     widget.preview_every.setValue(preview_every)
     widget.device.setCurrentText("cpu")
+    widget.memory_check.setCurrentText("off")  # planned in its own test
     widget.out.edit.setText(str(out))
 
 

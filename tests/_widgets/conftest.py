@@ -26,7 +26,7 @@ def trained_checkpoint(tmp_path_factory):
     run = RunConfig(
         data=DataConfig(source="phantom", phantom_count=2, phantom_size=16),
         model=ModelConfig(patch_size=16, channels=8, latent_dim=16),
-        train=TrainConfig(steps=3, batch_size=2, device="cpu", preview_every=3),
+        train=TrainConfig(memory_check="off", steps=3, batch_size=2, device="cpu", preview_every=3),
         out=str(out),
     )
     for _ in Trainer(run).run():

@@ -41,7 +41,7 @@ def joint_checkpoint(tmp_path_factory):
         data=DataConfig(source="phantom", phantom_count=2, phantom_size=16),
         model=ModelConfig(name="dcgan3d", task="joint", patch_size=16, channels=8,
                           latent_dim=16),
-        train=TrainConfig(steps=2, batch_size=2, device="cpu", preview_every=2, seed=0),
+        train=TrainConfig(memory_check="off", steps=2, batch_size=2, device="cpu", preview_every=2, seed=0),
         out=str(out),
     )
     for _ in Trainer(run).run():
@@ -160,7 +160,7 @@ def test_export_label2image_uses_the_condition_labels(make_napari_viewer, qtbot,
     run = RunConfig(
         data=DataConfig(source="phantom", phantom_count=2, phantom_size=16),
         model=ModelConfig(name="pix2pix3d", task="label2image", patch_size=16, channels=4),
-        train=TrainConfig(steps=1, batch_size=2, device="cpu", preview_every=1, seed=0),
+        train=TrainConfig(memory_check="off", steps=1, batch_size=2, device="cpu", preview_every=1, seed=0),
         out=str(tmp_path / "run"),
     )
     for _ in Trainer(run).run():

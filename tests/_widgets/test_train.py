@@ -56,15 +56,36 @@ def test_task_choices_follow_model(make_napari_viewer):
                         widget.device_info.text())
 
 
+def test_whole_volume_fields_follow_the_model(make_napari_viewer, tmp_path):
+    widget = _open(make_napari_viewer(), "Train GAN")
+    configure_tiny(widget, tmp_path / "run", steps=2)
+    assert not widget.volume.isEnabled() and not widget.slab.isEnabled()  # dcgan3d: patches
+    widget.model.setCurrentText("hagan3d")
+    assert widget.volume.isEnabled() and widget.slab.isEnabled()
+    assert "multiple of 32" in widget.volume.toolTip()  # the CLI's help, declared once
+    widget.volume.setText("64, 32,32")
+    widget.slab.setValue(16)
+    run = widget.build_run()
+    assert run.model.volume_shape == (64, 32, 32) and run.model.slab_size == 16
+    widget.volume.setText("64,30,32")
+    widget._on_start()
+    assert widget.run is None and "model.volume_shape" in widget.status.text()
+    widget.model.setCurrentText("dcgan3d")
+    assert widget.build_run().model.volume_shape is None
+
+
 def test_tiny_training_runs_to_the_end(make_napari_viewer, qtbot, tmp_path):
     viewer = make_napari_viewer()
     widget = _open(viewer, "Train GAN")
     synth = _open(viewer, "Synthesize & Compare")
     configure_tiny(widget, tmp_path / "run", steps=4, preview_every=2)
-    previews, kinds = [], []
+    widget.memory_check.setCurrentText("on")
+    previews, kinds, messages = [], [], []
 
     def record(event):  # connected after the widget's own slot, so the layer is updated
         kinds.append(type(event))
+        if isinstance(event, ev.MessageEvent):
+            messages.append(event.text)
         if isinstance(event, ev.PreviewEvent):
             previews.append(np.array(viewer.layers["GAN preview"].data))
 
@@ -77,6 +98,8 @@ def test_tiny_training_runs_to_the_end(make_napari_viewer, qtbot, tmp_path):
     _wait_idle(qtbot, widget)
 
     assert kinds.count(ev.StepEvent) == 4 and kinds[-1] is ev.DoneEvent
+    # planned before the networks were built: the estimate against this machine's RAM
+    assert any(m.startswith("memory: fits: ~") and "available RAM" in m for m in messages)
     assert len(previews) == 2
     assert not np.allclose(previews[0], previews[-1])
     preview = viewer.layers["GAN preview"]

@@ -77,3 +77,26 @@ def test_speed_fields_refuse_unknown_values():
             TrainConfig(**{name: "fastest"})
     with pytest.raises(ValueError, match="train.grad_checkpoint"):
         TrainConfig(grad_checkpoint="auto")
+
+
+def test_timing_a_choice_leaves_the_run_untouched(tmp_path, tiny_run):
+    """The GPU's speed trial (Trainer._time_choice) runs real steps on copies: the run's
+    weights, optimiser state, step and RNG streams are as they were."""
+    from napari_medgan.training.trainer import Trainer
+
+    trainer = Trainer(tiny_run(tmp_path / "run", steps=4))
+    for _ in trainer._setup():
+        pass
+    before = {k: v.clone() for k, v in trainer.G.state_dict().items()}
+    d_before = {k: v.clone() for k, v in trainer.D.state_dict().items()}
+    torch_state, data_state = torch.random.get_rng_state(), trainer.rng.bit_generator.state
+    first, typical = trainer._time_choice(torch.channels_last_3d, compile_g=False)
+    assert first > 0 and typical > 0
+    for key, value in trainer.G.state_dict().items():
+        torch.testing.assert_close(value, before[key], rtol=0, atol=0)
+    for key, value in trainer.D.state_dict().items():
+        torch.testing.assert_close(value, d_before[key], rtol=0, atol=0)
+    assert not trainer.opt_g.state and trainer.step == 0
+    assert torch.equal(torch.random.get_rng_state(), torch_state)
+    assert trainer.rng.bit_generator.state == data_state
+    assert next(trainer.G.parameters()).is_contiguous()  # the run's own format

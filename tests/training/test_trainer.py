@@ -1,6 +1,7 @@
 """The one training loop, run for real at 16^3 on the CPU."""
 
 import math
+import re
 
 import numpy as np
 import pytest
@@ -229,6 +230,20 @@ def test_speed_settings_keep_the_first_step(tmp_path, tiny_run, setting):
         assert fast[key] == pytest.approx(plain[key], rel=1e-4, abs=1e-5), key
 
 
+def test_long_cpu_run_times_the_memory_formats_and_keeps_the_faster(tmp_path, tiny_run):
+    trainer = Trainer(tiny_run(tmp_path / "run", steps=500, checkpoint_every=500))
+    events = []
+    for event in trainer.run():
+        events.append(event)
+        if isinstance(event, ev.StepEvent) and event.step == 2:
+            trainer.stop()
+    chosen = [e.text for e in events if isinstance(e, ev.MessageEvent) and "speed:" in e.text]
+    assert len(chosen) == 1
+    assert re.fullmatch(r"speed: (contiguous|channels_last) \(timed: contiguous [\d.e-]+ s/step, "
+                        r"channels_last [\d.e-]+ s/step\)", chosen[0])
+    assert trainer.step == 2  # the trial's steps are not the run's
+
+
 @pytest.mark.gpu
 @pytest.mark.parametrize("precision", ["fp16", "bf16"])
 def test_gpu_run_with_measured_speed_choices(tmp_path, tiny_run, precision):
@@ -253,3 +268,44 @@ def test_gpu_compiled_generator_trains(tmp_path, tiny_run):
                    memory_format="channels_last")
     steps = [e for e in Trainer(run).run() if isinstance(e, ev.StepEvent)]
     assert steps[-1].step == 3 and all(map(math.isfinite, steps[-1].losses.values()))
+
+
+def _hagan_run(out, steps, **train):
+    from napari_medgan.config import DataConfig, ModelConfig, RunConfig, TrainConfig
+
+    defaults = dict(steps=steps, batch_size=2, preview_every=3, checkpoint_every=3, log_every=1,
+                    preview_count=2, device="cpu", seed=0, memory_check="off")
+    defaults.update(train)
+    return RunConfig(data=DataConfig(source="phantom", phantom_count=3, phantom_size=32),
+                     model=ModelConfig(name="hagan3d", task="joint", volume_shape=(32, 32, 64),
+                                       slab_size=8, channels=8, latent_dim=16),
+                     train=TrainConfig(**defaults), out=str(out))
+
+
+def test_hierarchical_family_trains_generates_and_resumes_exactly(tmp_path):
+    """hagan3d at a 32x32x64 target with 8-plane slabs: previews and generated volumes are
+    whole volumes of the requested shape with the data's geometry; resume is exact."""
+    from napari_medgan.training.inference import generate, load_generator
+
+    full = [e for e in Trainer(_hagan_run(tmp_path / "a", 5)).run()]
+    preview = [e for e in full if isinstance(e, ev.PreviewEvent)][-1]
+    assert preview.volumes[0].shape == (64, 32, 32) and preview.labels[0].shape == (64, 32, 32)
+    loaded = load_generator(tmp_path / "a")
+    images, labels = generate(loaded, 2, seed=3)
+    geo = load_checkpoint(tmp_path / "a").state["geometry"]
+    assert images[0].shape == labels[0].shape == tuple(geo["shape"]) == (64, 32, 32)
+    np.testing.assert_allclose(images[0].origin, geo["origin"])
+    np.testing.assert_allclose(images[0].spacing, geo["spacing"])
+    classes = set(range(loaded.model.num_classes))
+    assert labels[0].is_label and set(np.unique(labels[0].array)) <= classes
+
+    _collect(Trainer(_hagan_run(tmp_path / "b", 3)))
+    resumed_run = _hagan_run(tmp_path / "b", 5)
+    resumed_run.resume = True
+    resumed = [e for e in Trainer(resumed_run).run() if isinstance(e, ev.StepEvent)]
+    steps = [e for e in full if isinstance(e, ev.StepEvent)]
+    assert [e.step for e in resumed] == [4, 5]
+    for a, b in zip(steps[3:], resumed):
+        assert set(a.losses) == set(b.losses) >= {"D", "G", "C"}
+        for key in a.losses:
+            assert a.losses[key] == pytest.approx(b.losses[key], rel=1e-5, abs=1e-6), key

@@ -1,0 +1,86 @@
+"""The memory planner: sizes it measures, the estimate's parts, and one-line refusals."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from napari_medgan.config import DataConfig, ModelConfig, RunConfig, TrainConfig
+from napari_medgan.training import memory
+from napari_medgan.training.memory import memory_voxels, plan_memory, scaled_model
+
+
+def _run(batch=4, **model):
+    model = {"name": "dcgan3d", "patch_size": 32, "channels": 8, "latent_dim": 16, **model}
+    return RunConfig(data=DataConfig(source="phantom", phantom_count=2, phantom_size=32),
+                     model=ModelConfig(**model),
+                     train=TrainConfig(batch_size=batch, device="cpu", memory_check="on"))
+
+
+def test_scaled_sizes_keep_each_field_valid():
+    cfg = ModelConfig(name="hagan3d", volume_shape=(192, 224, 64), slab_size=24)
+    half = scaled_model(cfg, 2)
+    assert half.volume_shape == (96, 96, 32) and half.slab_size == 8  # <= the depth, x8
+    assert scaled_model(ModelConfig(patch_size=64), 2).patch_size == 32
+    assert scaled_model(ModelConfig(patch_size=16), 2) is None  # nothing can shrink
+    # hagan3d's activations follow its slab (with context planes) and the 1/4-size volume
+    assert memory_voxels(ModelConfig(name="hagan3d", volume_shape=(64, 64, 128), slab_size=16)) \
+        == (16 + 16) * 64 * 64 + 128 * 64 * 64 // 16
+    assert memory_voxels(ModelConfig(patch_size=48)) == 48**3
+
+
+def _same_measurements(monkeypatch, plan):
+    """Later plans reuse ``plan``'s measured peaks (a measurement varies a little between
+    processes; the arithmetic on it is what these tests check)."""
+    peaks = [m["peak"] for m in plan.measured]
+    monkeypatch.setattr(memory, "_measure_in_subprocess", lambda runs, device: peaks)
+
+
+def test_plan_fits_and_refuses_with_the_largest_batch_that_fits(monkeypatch):
+    run = _run(batch=4)
+    plan = plan_memory(run, torch.device("cpu"), data_bytes=10**6, available=2**40)
+    _same_measurements(monkeypatch, plan)
+    assert plan.fits and plan.summary().startswith("memory: fits: ~")
+    assert plan.parts["state"] > 0 and plan.parts["activations"] > 0
+    assert plan.parts["data"] == 10**6 and len(plan.measured) == 2
+    a, b = plan.fit
+    per_sample = b * memory_voxels(run.model)
+    assert per_sample > 0
+    # room for two samples but not four: the refusal names batch 2, in one line
+    room = plan.parts["state"] + plan.parts["data"] + max(a, 0) + 2.5 * per_sample
+    tight = plan_memory(run, torch.device("cpu"), data_bytes=10**6, available=int(room / 0.9))
+    assert not tight.fits
+    line = tight.summary()
+    assert "\n" not in line and line.startswith("memory: does not fit: needs ~")
+    assert line.endswith("the largest train.batch_size that fits is 2")
+
+
+def test_plan_names_a_smaller_size_when_no_batch_fits(monkeypatch):
+    run = _run(batch=1, patch_size=64)
+    plan = plan_memory(run, torch.device("cpu"), available=2**40)
+    _same_measurements(monkeypatch, plan)
+    a, b = plan.fit
+    state_small = memory.state_bytes(scaled_model(run.model, 2), "cpu")
+    room = state_small + max(a, 0) + 1.2 * b * 32**3  # a 32^3 patch fits, 64^3 does not
+    plan = plan_memory(run, torch.device("cpu"), available=int(room / 0.9))
+    assert "the largest model.patch_size that fits at batch 1 is 32" in plan.summary()
+
+
+def test_trainer_refuses_before_building_networks(tmp_path, monkeypatch, tiny_run):
+    from napari_medgan.training.trainer import Trainer
+
+    run = tiny_run(tmp_path / "run", memory_check="on")
+    monkeypatch.setattr(memory, "available_bytes", lambda device: (2**20, "available RAM"))
+    trainer = Trainer(run)
+    with pytest.raises(ValueError, match=r"^memory: does not fit: needs ~\d+ MB of 1 MB avai"):
+        list(trainer.run())
+    assert not hasattr(trainer, "G") and not (tmp_path / "run" / "checkpoints").exists()
+
+
+def test_trainer_says_the_run_fits(tmp_path, tiny_run):
+    from napari_medgan.training import events as ev
+    from napari_medgan.training.trainer import Trainer
+
+    run = tiny_run(tmp_path / "run", steps=1, memory_check="on")
+    texts = [e.text for e in Trainer(run).run() if isinstance(e, ev.MessageEvent)]
+    assert any(t.startswith("memory: fits: ~") and "available RAM" in t for t in texts)
