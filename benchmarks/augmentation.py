@@ -36,6 +36,11 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
 REAL_SEED, TEST_SEED = 10_000, 20_000  # the GAN's demo phantoms use seeds 0, 1, ...
+#: pair-making families: the demo's settings, with another model where given (hagan3d: the
+#: whole 32^3 grid, trained in 16-plane slabs plus the 8^3 low-resolution volume)
+FAMILIES = {"dcgan3d-joint": None,
+            "hagan3d-joint": dict(name="hagan3d", task="joint", volume_shape=(32, 32, 32),
+                                  slab_size=16, channels=16, latent_dim=64)}
 
 
 def train_family(name: str, out: Path, budget: float, seed: int):
@@ -45,9 +50,14 @@ def train_family(name: str, out: Path, budget: float, seed: int):
     from napari_medgan.training.inference import load_generator
     from napari_medgan.training.trainer import Trainer
 
-    if name != "dcgan3d-joint":
-        raise ValueError(f"family: {name!r} is not a pair-making family here")
+    from napari_medgan.config import ModelConfig
+
+    if name not in FAMILIES:
+        raise ValueError(f"family: {name!r} is not a pair-making family here; "
+                         f"expected one of {tuple(FAMILIES)}")
     run = demo_config(out, steps=100_000, seed=seed)
+    if FAMILIES[name]:
+        run.model = ModelConfig(**FAMILIES[name])
     trainer = Trainer(run)
     trainer.stop_after(budget)
     summary = consume(trainer, 10**9, show=False)
@@ -83,7 +93,7 @@ def main(argv=None) -> int:
     from napari_medgan.metrics.report import evaluate_sets, summarize_report
 
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("--families", nargs="+", default=["dcgan3d-joint"])
+    p.add_argument("--families", nargs="+", default=["dcgan3d-joint"], choices=list(FAMILIES))
     p.add_argument("--budget", type=float, default=220.0, help="GAN training seconds")
     p.add_argument("--n-real", type=int, default=8, help="N: real training pairs")
     p.add_argument("--n-synthetic", type=int, default=32, help="M: synthetic pairs")

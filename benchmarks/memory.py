@@ -5,7 +5,9 @@ For each size (default 64^3, 128^3, 256^3) and family (``dcgan3d``: the generato
 the whole volume and the discriminator judges it; ``hagan3d``: a low-resolution volume and
 one full-resolution slab per step), one subprocess sets up the real :class:`Trainer` on a
 phantom of that size and runs two steps (``napari_medgan.training.memory.measure_steps``,
-the planner's own measuring function, warmed up on a small configuration first). The
+the planner's own measuring function, warmed up on a small configuration first): the
+steps' peak over the memory before setup, so the networks, optimiser state and data are
+in and the passing peak of building the phantom is not. The
 planner (``plan_memory``) then estimates the same configuration from its small measured
 steps, and the table shows estimate / measured.
 
@@ -111,6 +113,13 @@ def _time_generation(size: int, channels: int, device: str, slab: int) -> dict:
     return record
 
 
+def _write(out: Path, payload: dict) -> None:
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_suffix(".json.tmp")
+    tmp.write_text(json.dumps(payload, indent=2) + "\n")
+    os.replace(tmp, out)  # never leave half a result file
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--sizes", default="64,128,256", help="cube edges (multiples of 32)")
@@ -134,9 +143,24 @@ def main(argv: list[str] | None = None) -> int:
           f"{hardware['memory_gib']} GiB)" + (f", {hardware.get('gpu_name')}"
                                              if device.type == "cuda" else "")
           + f", torch {hardware['torch']}", flush=True)
+    sizes = [int(s) for s in args.sizes.split(",")]
+    today = _dt.date.today().strftime("%Y%m%d")
+    out = Path(args.out) if args.out else (
+        HERE / "results" / f"memory-{hardware_slug(hardware, args.device)}-{today}.json")
+    payload = {
+        "benchmark": "memory",
+        "date": _dt.datetime.now().isoformat(timespec="seconds"),
+        "hardware": hardware,
+        "settings": {"device": args.device, "batch": args.batch, "channels": args.channels,
+                     "slab": args.slab, "precision": args.precision, "sizes": sizes},
+        "memory_kind": ("torch.cuda.max_memory_allocated growth" if device.type == "cuda" else
+                        "peak RSS growth (VmHWM after clear_refs, heap trimmed first)")
+                       + ": the peak of two training steps, counted from before the Trainer "
+                         "was set up (networks, optimiser state and data included; the "
+                         "passing peak of building the data left out)",
+    }
     records = []
     t_start = time.perf_counter()
-    sizes = [int(s) for s in args.sizes.split(",")]
     for size in sizes:
         for family in args.families.split(","):
             run = _run_config(family, size, args.batch, args.channels, args.device, args.slab,
@@ -159,6 +183,7 @@ def main(argv: list[str] | None = None) -> int:
                 record["estimate_over_measured"] = round(
                     plan.estimate / max(record["measured_bytes"], 1), 3)
             records.append(record)
+            _write(out, {**payload, "results": records})  # a run cut short keeps its figures
             shown = record.get("error") or record.get("skipped") or \
                 f"{record['measured_bytes'] / GIB:.2f} GB measured"
             print(f"  {size}^3 {family}: estimate {plan.estimate / GIB:.2f} GB, {shown}",
@@ -187,26 +212,8 @@ def main(argv: list[str] | None = None) -> int:
     print(f"\ngenerating one {g['size']}^3 volume (hagan3d, {args.device}): {g['seconds']:.2f} s "
           f"(first call {g['seconds_first']:.2f} s)")
 
-    today = _dt.date.today().strftime("%Y%m%d")
-    out = Path(args.out) if args.out else (
-        HERE / "results" / f"memory-{hardware_slug(hardware, args.device)}-{today}.json")
-    payload = {
-        "benchmark": "memory",
-        "date": _dt.datetime.now().isoformat(timespec="seconds"),
-        "hardware": hardware,
-        "settings": {"device": args.device, "batch": args.batch, "channels": args.channels,
-                     "slab": args.slab, "precision": args.precision, "sizes": sizes},
-        "memory_kind": ("torch.cuda.max_memory_allocated growth" if device.type == "cuda" else
-                        "peak RSS growth (VmHWM after clear_refs, heap trimmed first)")
-                       + " over setting up the Trainer and two training steps",
-        "results": records,
-        "generation": generation,
-        "total_s": round(total, 1),
-    }
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps(payload, indent=2) + "\n")
-    os.replace(tmp, out)
+    _write(out, {**payload, "results": records, "generation": generation,
+                 "total_s": round(total, 1)})
     print(f"\nwrote {out} ({total:.0f} s)")
     return 0
 

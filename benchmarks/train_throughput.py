@@ -94,7 +94,7 @@ def _trainer(spec: dict):
     model = ModelConfig(name=family, task=task, patch_size=min(size, 128),
                         channels=int(spec["channels"]), **extra)
     run = RunConfig(
-        data=DataConfig(source="phantom", phantom_count=2, phantom_size=size, val_fraction=0.0),
+        data=DataConfig(source="phantom", phantom_count=1, phantom_size=size, val_fraction=0.0),
         model=model,
         train=TrainConfig(batch_size=int(spec["batch"]), device=spec["device"], steps=10**6,
                           memory_check="off", preview_every=10**6, checkpoint_every=10**6,
@@ -294,6 +294,14 @@ def _print_table(records: list[dict], reference: str) -> None:
               f"{tf:>8} {ref:>9} {mem:>9}")
 
 
+def _write(out: Path, payload: dict) -> None:
+    """Write the results so far (after every configuration: a run cut short keeps them)."""
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_suffix(".json.tmp")
+    tmp.write_text(json.dumps(payload, indent=2) + "\n")
+    os.replace(tmp, out)  # never leave half a result file
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--families", default="dcgan3d,pix2pix3d,hagan3d",
@@ -353,6 +361,26 @@ def main(argv: list[str] | None = None) -> int:
           + (f", {hardware['gpu_name']} (bf16 peak {peak / 1e12:.0f} TFLOP/s)" if peak else "")
           + (f", fp32 matmul {matmul:.1f} GFLOP/s" if matmul else "")
           + f", device {device}, load {hardware.get('loadavg_1m')}", flush=True)
+    today = _dt.date.today()
+    out = Path(args.out) if args.out else (
+        HERE / "results" / f"train_throughput-{hardware_slug(hardware, device)}-"
+        f"{today.strftime('%Y%m%d')}.json")
+    payload = {
+        "benchmark": "train_throughput",
+        "date": _dt.datetime.now().isoformat(timespec="seconds"),
+        "hardware": hardware,
+        "settings": {"device": device, "families": args.families, "channels": args.channels,
+                     "steps": steps, "warmup": warmup, "quick": args.quick,
+                     "variants": variants, "threads": args.threads or hardware["torch_threads"]},
+        "reference": ({"kind": "dense bf16 peak of the GPU (data sheet)", "flops_per_s": peak}
+                      if kind == "cuda" else
+                      {"kind": "float32 2048x2048 matmul measured in this run",
+                       "flops_per_s": matmul * 1e9 if matmul else None}),
+        "step": "Trainer._train_step(): batch from the data, DiffAugment, the family's step "
+                "(D update with lazy R1 every r1_every steps, G update, EMA), losses left on "
+                "the device; FLOPs counted by torch.utils.flop_counter on the eager step",
+        "memory_kind": _memory_kind(device),
+    }
     records = []
     t0 = time.perf_counter()
     for family in args.families.split(","):
@@ -378,38 +406,15 @@ def main(argv: list[str] | None = None) -> int:
                         rec["of_reference"] = round(flops / rec["step_s_median"] / ref, 4) \
                             if ref else None
                 records.append(rec)
+                _write(out, {**payload, "results": records,
+                             "total_wall_s": round(time.perf_counter() - t0, 1)})
                 print(f"  {family} {size} b{batch} {variant}: "
                       + (rec.get("error") or f"{rec['step_s_median']:.3f} s/step"), flush=True)
     total = time.perf_counter() - t0
 
     print()
     _print_table(records, reference)
-    today = _dt.date.today()
-    out = Path(args.out) if args.out else (
-        HERE / "results" / f"train_throughput-{hardware_slug(hardware, device)}-"
-        f"{today.strftime('%Y%m%d')}.json")
-    payload = {
-        "benchmark": "train_throughput",
-        "date": _dt.datetime.now().isoformat(timespec="seconds"),
-        "hardware": hardware,
-        "settings": {"device": device, "families": args.families, "channels": args.channels,
-                     "steps": steps, "warmup": warmup, "quick": args.quick,
-                     "variants": variants, "threads": args.threads or hardware["torch_threads"]},
-        "reference": ({"kind": "dense bf16 peak of the GPU (data sheet)", "flops_per_s": peak}
-                      if kind == "cuda" else
-                      {"kind": "float32 2048x2048 matmul measured in this run",
-                       "flops_per_s": matmul * 1e9 if matmul else None}),
-        "step": "Trainer._train_step(): batch from the data, DiffAugment, the family's step "
-                "(D update with lazy R1 every r1_every steps, G update, EMA), losses left on "
-                "the device; FLOPs counted by torch.utils.flop_counter on the eager step",
-        "memory_kind": _memory_kind(device),
-        "total_wall_s": round(total, 1),
-        "results": records,
-    }
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps(payload, indent=2) + "\n")
-    os.replace(tmp, out)  # never leave half a result file
+    _write(out, {**payload, "results": records, "total_wall_s": round(total, 1)})
     print(f"\nwrote {out} ({total:.0f} s)")
     return 0
 

@@ -7,13 +7,15 @@ formula alone:
    counted on the meta device (no memory), times what training keeps per parameter: the
    weights, their gradients and Adam's two moments, plus the EMA generator; on the CPU also
    the divergence guard's snapshot (weights and optimiser state copied to host memory).
-2. **Activations** (measured): the run's own training step (:class:`Trainer`, same family,
+2. **Batch** (exact): the training batch, about three float32 copies of it on the host
+   while it is cut and converted, one on a GPU.
+3. **Activations** (measured): the run's own training step (:class:`Trainer`, same family,
    task, width, precision, memory format, gradient checkpointing) at two scaled-down sizes
    with the run's batch up to 2, in a fresh process on the same device: peak RSS on the CPU
    (``/proc/self/status`` VmHWM), ``torch.cuda.max_memory_allocated`` on a GPU. Minus the
-   state at those sizes, the rest is fitted as ``a + b * voxels`` (``voxels``: what the
+   state and batch at those sizes, the rest is fitted as ``a + b * voxels`` (``voxels``: what the
    step processes, :func:`memory_voxels`) and scaled to the target size and batch.
-3. **Data** (exact, CPU only): the training volumes held in memory.
+4. **Data** (exact, CPU only): the training volumes held in memory.
 
 ``benchmarks/memory.py`` checks the estimate against the measured peak of the real step.
 """
@@ -83,6 +85,18 @@ def state_bytes(cfg, device_type: str) -> int:
     return 4 * (per_g * g + per_d * d)
 
 
+def batch_bytes(cfg, batch: int, device_type: str) -> int:
+    """Bytes of the training batch itself (exact sizes, counted apart from the fit because
+    it grows with the whole sample, not with what the step computes): about three float32
+    copies on the host while a batch is cut, stacked and converted, one on a GPU."""
+    from napari_medgan.models import channels_for, patch_shape
+
+    cond, out = channels_for(cfg)
+    channels = out + (cond if cfg.conditional else 0)
+    copies = 3 if device_type == "cpu" else 1
+    return int(copies * 4 * channels * batch * math.prod(patch_shape(cfg)))
+
+
 # ------------------------------------------------------------------ process memory
 def status_bytes(field_name: str) -> int | None:
     """A ``/proc/self/status`` memory field (``VmRSS``, ``VmHWM``) in bytes, or None."""
@@ -142,6 +156,7 @@ def _one_measurement(run_dict: dict, device: str) -> int:
     cuda = device.startswith("cuda")
     if cuda:
         dev = torch.device(device)
+        torch.zeros(1, device=dev)  # the allocator's statistics need an initialised device
         torch.cuda.empty_cache()
         torch.cuda.reset_peak_memory_stats(dev)
         base = torch.cuda.memory_allocated(dev)
@@ -152,6 +167,12 @@ def _one_measurement(run_dict: dict, device: str) -> int:
     trainer = Trainer(RunConfig.from_dict(run_dict), write=False)
     for _ in trainer._setup():
         pass
+    # the steps' peak, over what setup left allocated (networks, data), not setup's own
+    # passing peak (building the data)
+    if cuda:
+        torch.cuda.reset_peak_memory_stats(dev)
+    else:
+        reset_peak_rss()
     for _ in range(2):  # the second step has Adam's moments and every lazy buffer
         trainer._train_step()
     if cuda:
@@ -164,9 +185,10 @@ def _one_measurement(run_dict: dict, device: str) -> int:
 
 
 def measure_steps(run_dicts: list[dict], device: str) -> list[int]:
-    """Peak bytes of setting up a Trainer for each of ``run_dicts`` and running two steps,
-    in this process (the planner runs it in a fresh one): RSS growth on the CPU, peak
-    allocated memory on a GPU. The first run goes once unmeasured first, so that what
+    """Peak bytes of two training steps of a Trainer set up for each of ``run_dicts``,
+    counted from before the setup (so the networks, optimiser state and data are in), in
+    this process (the planner runs it in a fresh one): RSS growth on the CPU, allocated
+    memory on a GPU. The first run goes once unmeasured first, so that what
     loads once (modules, kernels, caches) is not counted as the step's."""
     _one_measurement(run_dicts[0], device)
     return [_one_measurement(r, device) for r in run_dicts]
@@ -253,6 +275,7 @@ def _estimate(cfg, fit, batch: int, device_type: str, data: int) -> dict[str, in
     a, b = fit
     return {"state": state_bytes(cfg, device_type),
             "activations": int(max(a, 0.0) + batch * b * memory_voxels(cfg)),
+            "batch": batch_bytes(cfg, batch, device_type),
             "data": int(data)}
 
 
@@ -289,9 +312,9 @@ def plan_memory(run, device: torch.device, data_bytes: int = 0, processes: int =
     runs = [_measuring_run(run, m) for m in sizes]
     dev = f"cuda:{device.index or 0}" if kind == "cuda" else "cpu"
     peaks = _measure_in_subprocess(runs, dev)
-    acts = [p - state_bytes(m, kind) for p, m in zip(peaks, sizes)]
-    vox = [memory_voxels(m) for m in sizes]
     n = min(batch, MEASURE_BATCH)
+    acts = [p - state_bytes(m, kind) - batch_bytes(m, n, kind) for p, m in zip(peaks, sizes)]
+    vox = [memory_voxels(m) for m in sizes]
     if len(sizes) == 2 and vox[1] != vox[0]:  # per sample: acts = a + n * b * voxels
         b = max((acts[1] - acts[0]) / (n * (vox[1] - vox[0])), 0.0)
         a = acts[0] - n * b * vox[0]

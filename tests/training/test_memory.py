@@ -42,12 +42,14 @@ def test_plan_fits_and_refuses_with_the_largest_batch_that_fits(monkeypatch):
     _same_measurements(monkeypatch, plan)
     assert plan.fits and plan.summary().startswith("memory: fits: ~")
     assert plan.parts["state"] > 0 and plan.parts["activations"] > 0
+    assert plan.parts["batch"] == 3 * 4 * 4 * 32**3  # three float32 copies of 4 patches
     assert plan.parts["data"] == 10**6 and len(plan.measured) == 2
     a, b = plan.fit
     per_sample = b * memory_voxels(run.model)
     assert per_sample > 0
     # room for two samples but not four: the refusal names batch 2, in one line
-    room = plan.parts["state"] + plan.parts["data"] + max(a, 0) + 2.5 * per_sample
+    room = plan.parts["state"] + plan.parts["data"] + max(a, 0) + 2.5 * per_sample + \
+        memory.batch_bytes(run.model, 2, "cpu")
     tight = plan_memory(run, torch.device("cpu"), data_bytes=10**6, available=int(room / 0.9))
     assert not tight.fits
     line = tight.summary()
@@ -61,7 +63,9 @@ def test_plan_names_a_smaller_size_when_no_batch_fits(monkeypatch):
     _same_measurements(monkeypatch, plan)
     a, b = plan.fit
     state_small = memory.state_bytes(scaled_model(run.model, 2), "cpu")
-    room = state_small + max(a, 0) + 1.2 * b * 32**3  # a 32^3 patch fits, 64^3 does not
+    small = scaled_model(run.model, 2)
+    room = state_small + max(a, 0) + 1.2 * b * 32**3 + memory.batch_bytes(small, 1, "cpu")
+    # a 32^3 patch fits, 64^3 does not
     plan = plan_memory(run, torch.device("cpu"), available=int(room / 0.9))
     assert "the largest model.patch_size that fits at batch 1 is 32" in plan.summary()
 
