@@ -22,6 +22,8 @@ config is ``(W, H, D)`` here.
 
 from __future__ import annotations
 
+import math
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -37,8 +39,9 @@ __all__ = ["HierarchicalGenerator3D", "HierarchicalDiscriminator3D", "build_gene
 TASKS = FAMILIES["hagan3d"]
 
 #: Network layout stored in checkpoints as ``model_layout``.
-LAYOUT_VERSION = 1
-LAYOUT_NOTE = "HA-GAN trunk to 1/4 resolution, low-resolution head, slab branch"
+LAYOUT_VERSION = 2
+LAYOUT_NOTE = "HA-GAN trunk to 1/4 resolution, low-resolution head, slab branch; " \
+    "critics with a linear output layer"
 
 FACTOR = 4  # full resolution / low resolution, per axis
 MARGIN = 2  # feature planes of context on each side of a slab
@@ -165,20 +168,21 @@ class HierarchicalGenerator3D(nn.Module):
 def _critic(in_channels: int, channels: int, shape: tuple[int, ...],
             spectral_norm: bool) -> nn.Sequential:
     """Strided 4^3 convolutions (LeakyReLU 0.2) while the smallest side stays >= 4 (at most
-    four), a 3^3 conv to one logit map; the caller averages it to one logit per sample."""
+    four), then flatten and one linear layer: one logit per sample that sees the whole input
+    (as DCGAN's discriminator does; a patch critic this shallow judged texture, not anatomy)."""
     layers: list[nn.Module] = []
-    c_in, side, c_out = in_channels, min(shape), channels
+    c_in, dims, c_out = in_channels, [int(s) for s in shape], channels
     for _ in range(4):
-        if side < 8:
+        if min(dims) < 8:
             break
         layers += [nn.Conv3d(c_in, c_out, 4, stride=2, padding=1), nn.LeakyReLU(0.2, True)]
-        c_in, side, c_out = c_out, side // 2, min(2 * c_out, 8 * channels)
-    layers.append(nn.Conv3d(c_in, 1, 3, padding=1))
+        c_in, dims, c_out = c_out, [d // 2 for d in dims], min(2 * c_out, 8 * channels)
+    layers += [nn.Flatten(), nn.Linear(c_in * math.prod(dims), 1)]
     net = nn.Sequential(*layers)
     net.apply(_init_dcgan)
     if spectral_norm:
         for module in net.modules():
-            if isinstance(module, nn.Conv3d):
+            if isinstance(module, (nn.Conv3d, nn.Linear)):
                 _spectral_norm(module)
     return net
 
@@ -208,7 +212,7 @@ class HierarchicalDiscriminator3D(nn.Module):
         planes = torch.arange(int(slab_start), int(slab_start) + d, device=slab.device)
         zc = ((planes.to(slab.dtype) + 0.5) / self.depth * 2 - 1).view(1, 1, d, 1, 1)
         slab = torch.cat([slab, zc.expand(b, 1, d, h, w).to(slab.dtype)], dim=1)
-        return self.low(low).mean((2, 3, 4)), self.high(slab).mean((2, 3, 4))
+        return self.low(low), self.high(slab)
 
 
 def patch_shape(cfg) -> tuple[int, int, int]:
