@@ -3,7 +3,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 DEMO_OUT ?= runs/demo
 
-.PHONY: setup demo test bench clean
+.PHONY: setup demo test fuzz bench clean
 
 $(VENV)/.bootstrapped: setup.cfg pyproject.toml constraints.txt scripts/bootstrap.sh
 	VENV=$(VENV) bash scripts/bootstrap.sh
@@ -19,6 +19,11 @@ demo: setup
 # Whole test suite, GUI tests included, under a virtual display (pytest-xvfb starts Xvfb).
 test: setup
 	$(PY) -m pytest -v
+
+# Hostile inputs (every volume format, DICOM, checkpoints, configs) under a memory limit,
+# all of them; the default test run only samples them.
+fuzz: setup
+	$(PY) -m pytest -v -m fuzz tests/fuzz
 
 bench: setup
 	$(PY) benchmarks/train_throughput.py --quick

@@ -15,6 +15,7 @@ import numpy as np
 
 from napari_medgan.io.paths import DICOM_SUFFIX, is_supported_path, volume_stem, volume_suffix
 from napari_medgan.io.readers import dicom_series_files, load_volume
+from napari_medgan.io.segments import label_names
 from napari_medgan.io.volume import Volume
 
 #: Soft-tissue CT window (level 40, width 400 HU): shows brain, muscle and fat at once.
@@ -54,6 +55,15 @@ def volume_to_layer_data(volume: Volume, name: str | None = None) -> LayerData:
     kwargs = volume.to_layer_kwargs()
     kwargs["name"] = name or (volume_stem(volume.source) if volume.source else "volume")
     if volume.is_label:
+        segments = volume.meta.get("segments")
+        if segments:  # a Slicer segmentation: its colours, and names shown under the cursor
+            from napari.utils.colormaps import DirectLabelColormap
+
+            colors = {None: (0.0, 0.0, 0.0, 0.0), 0: (0.0, 0.0, 0.0, 0.0)}
+            colors.update({int(s["value"]): (*s["color"], 1.0) for s in segments})
+            kwargs["colormap"] = DirectLabelColormap(color_dict=colors)
+            names = label_names(segments)
+            kwargs["features"] = {"index": list(names), "name": list(names.values())}
         return volume.array, kwargs, "labels"
     kwargs["colormap"] = "gray"
     kwargs["contrast_limits"] = _contrast_limits(volume)

@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from napari_medgan.io.paths import volume_suffix
+from napari_medgan.io.segments import default_segment
 from napari_medgan.io.volume import Volume
 from napari_medgan.io.writers import save_volume
 
@@ -32,11 +33,34 @@ def _layer_volume(data: Any, attributes: dict, is_label: bool) -> Volume:
     )
 
 
+def _layer_segments(attributes: dict) -> list[dict] | None:
+    """Segments from a Labels layer's ``features`` (``index`` and ``name`` columns) and its
+    direct colormap, so names edited in napari reach a ``.seg.nrrd``; None when it has none."""
+    features = attributes.get("features")
+    if features is None or "index" not in features or "name" not in features:
+        return None
+    colors = getattr(attributes.get("colormap"), "color_dict", {}) or {}
+    segments = []
+    for value, name in zip(features["index"], features["name"]):
+        if int(value) == 0:
+            continue
+        segment = default_segment(int(value))
+        segment["name"] = str(name)
+        if int(value) in colors:
+            segment["color"] = [float(c) for c in list(colors[int(value)])[:3]]
+        segments.append(segment)
+    return segments or None
+
+
 def _write(path: str, data: Any, attributes: dict, is_label: bool) -> list[str]:
     target = Path(path)
     if volume_suffix(target) is None and not target.suffix:
         target = target.with_name(target.name + DEFAULT_SUFFIX)
-    return [str(save_volume(_layer_volume(data, attributes, is_label), target))]
+    volume = _layer_volume(data, attributes, is_label)
+    segments = _layer_segments(attributes) if is_label else None
+    if segments:
+        volume.meta["segments"] = segments
+    return [str(save_volume(volume, target))]
 
 
 def write_image(path: str, data: Any, attributes: dict) -> list[str]:

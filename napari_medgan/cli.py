@@ -25,11 +25,12 @@ class CLIError(Exception):
 
 
 def _user_errors() -> tuple[type[BaseException], ...]:
+    from napari_medgan.io.atomic import DiskFullError
     from napari_medgan.training.checkpoint import CheckpointError
     from napari_medgan.training.trainer import TrainingError
 
     return (ValueError, FileNotFoundError, NotADirectoryError, CheckpointError, TrainingError,
-            CLIError)
+            DiskFullError, CLIError)
 
 
 # --------------------------------------------------------------------------- parser
@@ -89,7 +90,30 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--budget", type=float, default=None,
                    help="training wall-clock budget in seconds (default 220; 0 = no limit)")
     d.add_argument("--seed", type=int, default=0)
+    for command in sub.choices.values():
+        r = command.add_argument_group("reading volumes")
+        r.add_argument("--max-volume-gb", type=float,
+                       help="largest volume read into memory, GiB (default 2; env "
+                            "NAPARI_MEDGAN_MAX_VOLUME_GB)")
+        r.add_argument("--allow-external-data", action="store_true",
+                       help="let detached NRRD/MetaImage headers name data files outside their "
+                            "own folder (env NAPARI_MEDGAN_ALLOW_EXTERNAL_DATA=1)")
     return p
+
+
+def apply_reading_limits(args: argparse.Namespace) -> None:
+    """The reading flags as the environment variables every reader consults
+    (:mod:`napari_medgan.io.guards`), so torchrun workers and data loaders see them too."""
+    import os
+
+    from napari_medgan.io import guards
+
+    if args.max_volume_gb is not None:
+        if not 0 < args.max_volume_gb < float("inf"):
+            raise CLIError(f"--max-volume-gb: expected a positive number, got {args.max_volume_gb}")
+        os.environ[guards.MAX_VOLUME_ENV] = repr(args.max_volume_gb)
+    if args.allow_external_data:
+        os.environ[guards.EXTERNAL_DATA_ENV] = "1"
 
 
 # --------------------------------------------------------------------------- train
@@ -206,6 +230,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
+        apply_reading_limits(args)
         return COMMANDS[args.command](args)
     except KeyboardInterrupt:
         print("napari-medgan: interrupted", file=sys.stderr)

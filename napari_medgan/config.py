@@ -21,6 +21,8 @@ PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 NOISE_KINDS = ("gaussian", "rician")
 MEMORY_FORMATS = ("auto", "contiguous", "channels_last")
 SWITCHES = ("auto", "on", "off")
+#: Largest edge (voxels) of a patch, slab or generated volume: beyond any scanner's matrix.
+MAX_EDGE = 1024
 
 
 def opt(default: Any, help: str, flag: str | None = None) -> Any:
@@ -44,8 +46,8 @@ def parse_shape(value: Any, name: str, multiple: int) -> tuple[int, int, int]:
 
     ok = isinstance(items, (list, tuple)) and len(items) == 3 and all(map(whole, items))
     shape = tuple(int(v) for v in items) if ok else ()
-    _check(ok and all(s >= multiple and s % multiple == 0 for s in shape), name, value,
-           f"three sizes x,y,z in voxels, each a multiple of {multiple}")
+    _check(ok and all(multiple <= s <= MAX_EDGE and s % multiple == 0 for s in shape), name,
+           value, f"three sizes x,y,z in voxels, each a multiple of {multiple} up to {MAX_EDGE}")
     return shape  # type: ignore[return-value]
 
 
@@ -67,10 +69,74 @@ class _Checked:
         """Called at the end of ``__post_init__``: from now on changes are checked."""
         object.__setattr__(self, "_validated", True)
 
+    def _coerce(self, section: str) -> None:
+        """Called first in ``__post_init__``: every int, float, bool and str field (or its
+        ``| None`` form) gets a value of its type, or a one-line ValueError naming the field
+        -- so a checkpoint or YAML file with ``patch_size: "abc"`` or ``channels: [1]`` is
+        refused by name, before any rule (or network) sees the value."""
+        for name, kind in _scalar_fields(type(self)).items():
+            value = getattr(self, name)
+            if value is None and kind[1]:
+                continue
+            object.__setattr__(self, name, _scalar(value, kind[0], f"{section}.{name}"))
+
+
+def _scalar_fields(cls: type) -> dict[str, tuple[type, bool]]:
+    """Field name -> (int | float | bool | str, may be None) for a config section."""
+    import types
+    import typing
+
+    out = {}
+    for name, hint in typing.get_type_hints(cls).items():
+        optional = typing.get_origin(hint) in (typing.Union, types.UnionType)
+        if optional:
+            args = [a for a in typing.get_args(hint) if a is not type(None)]
+            hint = args[0] if len(args) == 1 else None
+        if hint in (int, float, bool, str) and name in cls.__dataclass_fields__:
+            out[name] = (hint, optional)
+    return out
+
+
+def _scalar(value: Any, kind: type, name: str) -> Any:
+    """``value`` as ``kind``; ValueError naming ``name`` when it is not one."""
+    import math
+
+    if kind is bool:
+        _check(isinstance(value, bool), name, value, "true or false")
+        return value
+    if kind is str:
+        _check(isinstance(value, str), name, value, "text")
+        return value
+    number: Any = None
+    if isinstance(value, str):
+        try:
+            number = int(value.strip()) if kind is int else float(value.strip())
+        except ValueError:
+            number = None
+    elif isinstance(value, (int, float)) and not isinstance(value, bool):
+        number = value
+    if kind is int:
+        ok = number is not None and (isinstance(number, int) or (
+            math.isfinite(number) and float(number).is_integer()))
+        _check(ok, name, value, "a whole number")
+        return int(number)
+    _check(number is not None and math.isfinite(float(number)), name, value, "a finite number")
+    return float(number)
+
 
 def _check(cond: bool, name: str, value: Any, expected: str) -> None:
     if not cond:
-        raise ValueError(f"{name}: expected {expected}, got {value!r}")
+        raise ValueError(f"{name}: expected {expected}, got {brief(value)}")
+
+
+def brief(value: Any) -> str:
+    """A short repr for messages, bounded however large or deep ``value`` is (a YAML alias
+    bomb expands to billions of items; its full repr would never finish)."""
+    import reprlib
+
+    short = reprlib.Repr()
+    short.maxlevel, short.maxstring, short.maxother = 3, 60, 60
+    return short.repr(value)
 
 
 @dataclass
@@ -103,6 +169,7 @@ class DataConfig(_Checked):
                               "axis held out to keep the best generator (0 = off)")
 
     def __post_init__(self) -> None:
+        self._coerce("data")
         _check(isinstance(self.source, str) and bool(self.source), "data.source", self.source,
                "'phantom', a folder or a file")
         _check(self.preset in PRESETS, "data.preset", self.preset, f"one of {PRESETS}")
@@ -113,8 +180,10 @@ class DataConfig(_Checked):
             _check(len(sp) == 3 and all(s > 0 for s in sp), "data.spacing", self.spacing,
                    "three positive numbers (mm)")
             self.spacing = sp
-        _check(int(self.phantom_count) >= 1, "data.phantom_count", self.phantom_count, ">= 1")
-        _check(int(self.phantom_size) >= 16, "data.phantom_size", self.phantom_size, ">= 16")
+        _check(1 <= self.phantom_count <= 1000, "data.phantom_count", self.phantom_count,
+               "from 1 to 1000")
+        _check(16 <= self.phantom_size <= 256, "data.phantom_size", self.phantom_size,
+               "from 16 to 256")
         _check(self.phantom_modality in ("mr", "ct"), "data.phantom_modality",
                self.phantom_modality, "'mr' or 'ct'")
         _check(0.0 <= float(self.foreground_fraction) <= 1.0, "data.foreground_fraction",
@@ -160,21 +229,24 @@ class ModelConfig(_Checked):
                                 "training draws 0.5-1.5x this")
 
     def __post_init__(self) -> None:
+        self._coerce("model")
         _check(self.name in MODEL_TASKS, "model.name", self.name, f"one of {tuple(MODEL_TASKS)}")
         if self.task is None:
             self.task = MODEL_TASKS[self.name][0]
         _check(self.task in MODEL_TASKS[self.name], "model.task", self.task,
                f"one of {MODEL_TASKS[self.name]} for model {self.name!r}")
-        ps = int(self.patch_size)
-        _check(ps >= 16 and ps % 16 == 0, "model.patch_size", self.patch_size,
-               "a multiple of 16, at least 16")
+        ps = self.patch_size
+        _check(16 <= ps <= MAX_EDGE and ps % 16 == 0, "model.patch_size", ps,
+               f"a multiple of 16 from 16 to {MAX_EDGE}")
         if self.volume_shape is not None:
             self.volume_shape = parse_shape(self.volume_shape, "model.volume_shape", 32)
-        _check(int(self.slab_size) >= 8 and int(self.slab_size) % 8 == 0, "model.slab_size",
-               self.slab_size, "a multiple of 8, at least 8")
-        _check(int(self.latent_dim) >= 1, "model.latent_dim", self.latent_dim, ">= 1")
-        _check(int(self.channels) >= 4, "model.channels", self.channels, ">= 4")
-        _check(int(self.num_classes) >= 0, "model.num_classes", self.num_classes, ">= 0")
+        _check(8 <= self.slab_size <= MAX_EDGE and self.slab_size % 8 == 0, "model.slab_size",
+               self.slab_size, f"a multiple of 8 from 8 to {MAX_EDGE}")
+        _check(1 <= self.latent_dim <= 4096, "model.latent_dim", self.latent_dim,
+               "from 1 to 4096")
+        _check(4 <= self.channels <= 1024, "model.channels", self.channels, "from 4 to 1024")
+        _check(0 <= self.num_classes <= 256, "model.num_classes", self.num_classes,
+               "from 0 (from the data) to 256")
         if TASKS[self.task].needs_labels:
             _check(int(self.num_classes) != 1, "model.num_classes", self.num_classes,
                    f"0 (from the data) or >= 2 (background + labels) for task {self.task!r}")
@@ -240,8 +312,10 @@ class TrainConfig(_Checked):
                             "| off")
 
     def __post_init__(self) -> None:
-        _check(int(self.steps) >= 1, "train.steps", self.steps, ">= 1")
-        _check(int(self.batch_size) >= 1, "train.batch_size", self.batch_size, ">= 1")
+        self._coerce("train")
+        _check(1 <= self.steps <= 10**9, "train.steps", self.steps, "from 1 to 10^9")
+        _check(1 <= self.batch_size <= 4096, "train.batch_size", self.batch_size,
+               "from 1 to 4096")
         for name in ("lr_g", "lr_d"):
             value = getattr(self, name)
             _check(0 < float(value) < 1, f"train.{name}", value, "a learning rate in (0, 1)")
@@ -299,7 +373,13 @@ class RunConfig:
         for key, value in raw.items():
             if key in sections:
                 kwargs[key] = _build(sections[key], value or {}, key)
-            elif key in ("out", "init", "resume"):
+            elif key in ("out", "init"):
+                _check(isinstance(value, str) and bool(value) or (key == "init" and value is None),
+                       f"config.{key}", value, "a folder path" + (" or null" if key == "init"
+                                                                  else ""))
+                kwargs[key] = value
+            elif key == "resume":
+                _check(isinstance(value, bool), "config.resume", value, "true or false")
                 kwargs[key] = value
             else:
                 raise ValueError(f"config: unknown section {key!r} (expected data, model, train, "
@@ -321,13 +401,19 @@ class RunConfig:
         if not path.is_file():
             raise FileNotFoundError(f"{path}: config file not found")
         try:
-            raw = yaml.safe_load(path.read_text()) or {}
+            raw = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+        except UnicodeDecodeError:
+            raise ValueError(f"{path}: not a text file (a YAML config is UTF-8 text)") from None
         except yaml.YAMLError as exc:
             raise ValueError(f"{path}: not valid YAML ({exc.__class__.__name__})") from None
+        except RecursionError:
+            raise ValueError(f"{path}: not a config: nested too deeply") from None
         try:
             return cls.from_dict(raw)
         except (TypeError, ValueError) as exc:
             raise ValueError(f"{path}: {exc}") from None
+        except RecursionError:
+            raise ValueError(f"{path}: not a config: nested too deeply") from None
 
 
 def _build(kind: type, values: dict, section: str) -> Any:

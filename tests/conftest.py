@@ -55,7 +55,7 @@ def _tiny_run(out, model="dcgan3d", task=None, steps=6, **train):
     )
 
 
-@pytest.fixture
+@pytest.fixture(scope="session")
 def tiny_run():
     """Factory for tiny run configs: ``tiny_run(out_dir, model=..., task=..., steps=...)``."""
     return _tiny_run

@@ -38,11 +38,34 @@ def test_model_gets_its_default_task():
         (TrainConfig, {"precision": "fp8"}, "train.precision"),
         (DataConfig, {"preset": "pet"}, "data.preset"),
         (DataConfig, {"spacing": (1, 0, 1)}, "data.spacing"),
+        # wrong types and impossible sizes, as a damaged checkpoint or YAML file holds them
+        (ModelConfig, {"patch_size": "abc"}, "model.patch_size"),
+        (ModelConfig, {"patch_size": 160000}, "model.patch_size"),
+        (ModelConfig, {"channels": 100000}, "model.channels"),
+        (ModelConfig, {"latent_dim": 10**9}, "model.latent_dim"),
+        (ModelConfig, {"latent_dim": True}, "model.latent_dim"),
+        (ModelConfig, {"channels": [32]}, "model.channels"),
+        (ModelConfig, {"name": 3}, "model.name"),
+        (ModelConfig, {"spectral_norm": "yes"}, "model.spectral_norm"),
+        (ModelConfig, {"noise_std": float("nan")}, "model.noise_std"),
+        (ModelConfig, {"volume_shape": (4096, 32, 32)}, "model.volume_shape"),
+        (TrainConfig, {"steps": "abc"}, "train.steps"),
+        (TrainConfig, {"lr_g": None}, "train.lr_g"),
+        (TrainConfig, {"batch_size": 10**6}, "train.batch_size"),
+        (DataConfig, {"phantom_size": 4096}, "data.phantom_size"),
     ],
 )
 def test_bad_values_name_the_field(kind, kwargs, field):
     with pytest.raises(ValueError, match=field.replace(".", r"\.")):
         kind(**kwargs)
+
+
+def test_whole_numbers_and_numeric_text_are_accepted_as_their_type():
+    model = ModelConfig(patch_size="32", latent_dim=64.0)
+    assert model.patch_size == 32 and isinstance(model.latent_dim, int)
+    assert TrainConfig(lr_g="1e-4").lr_g == 1e-4
+    with pytest.raises(ValueError, match=r"model\.latent_dim: expected a whole number, got 64\.5"):
+        ModelConfig(latent_dim=64.5)
 
 
 def test_yaml_errors_name_the_file_and_field(tmp_path):
@@ -79,7 +102,7 @@ def test_a_changed_field_is_checked_again_and_a_bad_change_is_not_kept():
     run.train.steps = 50
     run.model.superres_factors = "1x1x4"  # normalised as in a config file
     assert run.train.steps == 50 and run.model.superres_factors == (1, 1, 4)
-    with pytest.raises(ValueError, match=r"^train\.steps: expected >= 1, got 0$"):
+    with pytest.raises(ValueError, match=r"^train\.steps: expected from 1 to 10\^9, got 0$"):
         run.train.steps = 0
     assert run.train.steps == 50
     with pytest.raises(ValueError, match="data.val_fraction"):

@@ -17,6 +17,7 @@ class TrainingRun:
         self.started, self.finished = threading.Event(), threading.Event()
         self.slots: list = []
         self.threads: int | None = None  # torch threads of the training thread
+        self.error: Exception | None = None  # what the trainer raised, if it did
 
     def events(self):
         """The worker's generator: the trainer's own event iterator, passed through."""
@@ -37,6 +38,9 @@ class TrainingRun:
                     _QuietGC.set_up()
                 elif isinstance(event, ev.CheckpointEvent):
                     gc.freeze()  # the first save imports SciPy: long-lived too
+        except Exception as exc:
+            self.error = exc
+            raise
         finally:
             events.close()
             _QuietGC.end(setting_up)
@@ -58,12 +62,29 @@ class TrainingRun:
             return True
         return self.finished.wait(timeout)
 
+    def release(self) -> None:
+        """Drop this run's references to its trainer once the thread has left it (napari's
+        activity dock keeps the worker, and the worker this run), so that the networks'
+        memory can go back."""
+        if self.worker is not None:
+            self.worker.handle = None
+        self.trainer = self.worker = self.error = None
+
 
 class TrainWorker(GeneratorWorker):
     """napari calls ``quit()`` when its window closes (and ``await_workers`` at exit).
     Aborting would abandon the generator mid-run, so stop the trainer instead and wait."""
 
     handle: TrainingRun | None = None
+
+    def work(self):
+        result = super().work()
+        # superqt returns a RuntimeError from the generator instead of raising it (taking it
+        # for a deleted worker) and then emits neither errored nor finished. The trainer's
+        # own (TrainingError, a torch error) must reach errored like any other error.
+        if self.handle is not None and result is self.handle.error is not None:
+            raise result
+        return result
 
     def quit(self) -> None:
         if self.handle is not None:
@@ -147,6 +168,22 @@ def _leave_a_core_for_the_gui(device: str) -> int | None:
     previous = torch.get_num_threads()
     torch.set_num_threads(cpu_training_threads())
     return previous
+
+
+def drop_frame_locals(exc: BaseException) -> None:
+    """Clear the local variables of the frames in ``exc``'s traceback (and its causes'):
+    they hold the trainer and its networks, and a notification keeps ``exc`` for as long
+    as the viewer lives. Files, lines and function names stay for the traceback view."""
+    while exc is not None:
+        tb = exc.__traceback__
+        while tb is not None:
+            try:
+                tb.tb_frame.clear()
+            except RuntimeError:  # still running
+                pass
+            tb.tb_frame.f_locals  # noqa: B018 - refreshes a locals dict a formatter cached (3.11)
+            tb = tb.tb_next
+        exc = exc.__cause__ or exc.__context__
 
 
 def shutdown_on_destroy(live: dict, *_) -> None:

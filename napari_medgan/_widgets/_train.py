@@ -31,7 +31,12 @@ from napari_medgan._widgets._common import (
 )
 from napari_medgan._widgets._plot import LossPlot
 from napari_medgan._widgets._preview import add_placeholders, remove_placeholders, show_preview
-from napari_medgan._widgets._run import TrainingRun, TrainWorker, shutdown_on_destroy
+from napari_medgan._widgets._run import (
+    TrainingRun,
+    TrainWorker,
+    drop_frame_locals,
+    shutdown_on_destroy,
+)
 from napari_medgan.config import (
     LOSSES,
     MODEL_TASKS,
@@ -244,14 +249,17 @@ class TrainWidget(QWidget):
             self.session.changed.emit("run")
 
     def _on_error(self, exc: BaseException) -> None:
-        from napari_medgan.training.device import release_memory
-
         self.status.setText(report_error("Training failed", exc))
-        release_memory()
+        drop_frame_locals(exc)  # they hold the trainer, and the notification keeps exc
 
     def _on_finished(self) -> None:
-        self.run = None
+        from napari_medgan.training.device import release_memory
+
+        run, self.run = self.run, None
         self._live.pop("run", None)
+        if run is not None:
+            run.release()
+        release_memory()  # nothing holds the trainer now: its cached GPU memory goes back
         remove_placeholders(self.viewer)  # those that never got a preview (error, early stop)
         self.plot.redraw()
         self._set_running(False)

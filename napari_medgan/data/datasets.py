@@ -568,20 +568,25 @@ def build_training_data(run: Any, images: list[Volume] | None = None,
         if num_classes < 2:
             raise ValueError(f"{field_l}: label maps contain only background (0)")
 
-    def fit(preset: str, arrays: list) -> Any:
+    def fit(preset: str, volumes: list[Volume], field: str) -> Any:
         # Conditional generators are linear at the output and correct an estimate made from
         # the input, so they keep intensities beyond the preset's window (bright fat, vessels,
         # metal) instead of clipping them away; dcgan3d's tanh output needs the clip.
         extra = {"clip": False} if task in CONDITIONAL_TASKS and preset in ("ct", "mr") else {}
-        return fit_normalizer(preset, arrays, **extra)
+        try:
+            return fit_normalizer(preset, [v.array for v in volumes], **extra)
+        except ValueError as exc:  # e.g. constant data: name the files, not just the preset
+            names = ", ".join(str(v.source) for v in volumes[:3] if v.source)
+            more = f" and {len(volumes) - 3} more" if len(volumes) > 3 else ""
+            raise ValueError(f"{field} ({names or 'volumes'}{more}): {exc}") from None
 
-    normalizer = fit(data.preset, [v.array for v in images])
+    normalizer = fit(data.preset, images, "images" if field_l == "labels" else "data.source")
     target_normalizer = None
     if targets is not None:
         # phantom targets know their modality, and "ct"/"mr" are also preset names
         phantom = targets[0].meta.get("phantom") or {}
         preset = data.target_preset or phantom.get("modality") or data.preset
-        target_normalizer = fit(preset, [v.array for v in targets])
+        target_normalizer = fit(preset, targets, field_t)
 
     p = int(model.patch_size)
     shape = _patch_shape(model)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
 import tempfile
 import threading
@@ -11,6 +12,30 @@ from pathlib import Path
 
 
 _UMASK_LOCK = threading.Lock()
+_FULL_ERRNOS = {errno.ENOSPC, getattr(errno, "EDQUOT", errno.ENOSPC)}
+# How libraries that do not raise OSError report it (safetensors: "I/O error: No space left
+# on device (os error 28)"; Rust's io::ErrorKind is StorageFull/QuotaExceeded).
+_FULL_TEXTS = ("No space left", "StorageFull", "os error 28", "Disk quota exceeded",
+               "QuotaExceeded")
+
+
+class DiskFullError(OSError):
+    """A write failed because the disk (or the user's quota) is full; the temporary file was
+    removed and what was there before is untouched. The message names the path and says
+    what to do."""
+
+    def __init__(self, path: str | Path, advice: str = "free some space there and try again"):
+        super().__init__(f"{path}: not written, the disk is full "
+                         f"({os.strerror(errno.ENOSPC)}); {advice}")
+        self.errno, self.path = errno.ENOSPC, Path(path)
+
+
+def is_disk_full(exc: BaseException) -> bool:
+    """Whether ``exc`` says the disk or quota is full (ENOSPC/EDQUOT, or such text from a
+    library with its own exception type, e.g. safetensors' SafetensorError)."""
+    if isinstance(exc, OSError):
+        return exc.errno in _FULL_ERRNOS
+    return any(text in str(exc) for text in _FULL_TEXTS)
 
 
 def default_mode(directory: bool = False) -> int:
@@ -31,7 +56,8 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
     The temporary name keeps the final suffixes (``.nii.gz``, ``.nrrd``) so
     writers that pick a format from the extension still work. On any error the
     temporary file is removed and ``path`` is untouched. The file ends with the
-    umask's mode (:func:`default_mode`), not the temporary file's 0600.
+    umask's mode (:func:`default_mode`), not the temporary file's 0600. A full disk
+    raises :class:`DiskFullError` naming ``path``.
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -45,6 +71,10 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
             os.fsync(fh.fileno())
         os.chmod(tmp_path, default_mode())
         os.replace(tmp_path, path)
+    except Exception as exc:
+        if is_disk_full(exc) and not isinstance(exc, DiskFullError):
+            raise DiskFullError(path) from None
+        raise
     finally:
         if tmp_path.exists():
             tmp_path.unlink()

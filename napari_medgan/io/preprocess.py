@@ -168,8 +168,11 @@ class Normalizer:
                 f"Normalizer.percentiles must satisfy 0 <= lo < hi <= 100, got {self.percentiles}"
             )
         self.percentiles = (lo_p, hi_p)
-        self.clip = bool(self.clip)
-        self.foreground = bool(self.foreground)
+        for name in ("clip", "foreground"):
+            if not isinstance(getattr(self, name), (bool, np.bool_)):
+                raise ValueError(f"Normalizer.{name} must be true or false, got "
+                                 f"{getattr(self, name)!r}")
+            setattr(self, name, bool(getattr(self, name)))
 
     @classmethod
     def ct(cls, low: float = -1000.0, high: float = 1000.0) -> Normalizer:

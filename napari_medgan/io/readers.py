@@ -12,6 +12,7 @@ to extract one volume; a 4th axis of size 1 is squeezed away.
 
 from __future__ import annotations
 
+import math
 import re
 import warnings
 from collections.abc import Iterator
@@ -21,6 +22,7 @@ from typing import Any
 
 import numpy as np
 
+from napari_medgan.io import guards
 from napari_medgan.io.paths import (
     LABEL_META_KEY,
     VOLUME_SUFFIXES,
@@ -29,6 +31,7 @@ from napari_medgan.io.paths import (
     is_dicom_folder,
     volume_suffix,
 )
+from napari_medgan.io.segments import segments_from_header
 from napari_medgan.io.volume import Volume, VolumeError
 
 def _as_label_array(array: np.ndarray, path: Path) -> np.ndarray:
@@ -123,6 +126,39 @@ def _finish(array: np.ndarray, path: Path, is_label: bool | None, build) -> Volu
 
 
 # ----------------------------------------------------------------------------- NIfTI
+#: Bytes a ``.nii.gz`` stream may hold past the voxels its header describes.
+TRAILING_LIMIT = 1 << 24
+
+
+def _gzip_voxels(path: Path, offset: int, dtype: np.dtype, shape: tuple) -> np.ndarray:
+    """The voxels of a ``.nii.gz``, read in one pass to the end of the gzip stream, so its
+    CRC is checked (nibabel stops at the last voxel and never sees a damaged body). Memory
+    is committed only as data actually inflate: a stream shorter than its header claims is
+    refused after reading what it holds, a stream far longer is refused as well."""
+    import gzip
+
+    count = math.prod(int(s) for s in shape)
+    needed = offset + count * dtype.itemsize
+    buffer = np.empty(needed, np.uint8)  # pages are touched only when written
+    view, filled = memoryview(buffer), 0
+    with gzip.open(path, "rb") as stream:
+        while filled < needed:
+            got = stream.readinto(view[filled:filled + (1 << 24)])
+            if not got:
+                raise VolumeError(f"{path}: file is truncated: the header needs {needed} bytes, "
+                                  f"the compressed stream holds {filled}")
+            filled += got
+        extra = 0
+        while chunk := stream.read(1 << 20):  # to the end: gzip checks its CRC there
+            extra += len(chunk)
+            if extra > TRAILING_LIMIT:
+                raise VolumeError(f"{path}: the stream goes on for more than "
+                                  f"{TRAILING_LIMIT >> 20} MiB past the voxels its header "
+                                  "describes; damaged or not a NIfTI file")
+    return np.frombuffer(buffer, dtype=dtype, count=count, offset=offset).reshape(shape,
+                                                                                  order="F")
+
+
 def _read_nifti(path: Path, is_label: bool | None) -> Volume:
     import nibabel as nib
 
@@ -134,9 +170,18 @@ def _read_nifti(path: Path, is_label: bool | None) -> Volume:
         raw_dtype = img.get_data_dtype()
         slope, inter = float(img.dataobj.slope), float(img.dataobj.inter)
         scaled = not (slope == 1.0 and inter == 0.0)
+        loaded = 4 if raw_dtype.itemsize <= 2 else 8  # scaled voxels become float32/64
+        guards.check_size(path, img.shape, max(raw_dtype.itemsize, loaded if scaled else 0))
+        guards.check_nifti_header(path, img)
+        for note in guards.nifti_zoom_warnings(path, img):
+            warnings.warn(note, stacklevel=4)
         # Unscaled integers stay integers (exact label values); otherwise
         # nibabel applies scl_slope/inter in float, as get_fdata would.
-        data = np.asanyarray(img.dataobj)
+        if path.name.lower().endswith(".gz"):
+            raw = _gzip_voxels(path, int(img.dataobj.offset), raw_dtype, img.shape)
+            data = nib.volumeutils.apply_read_scaling(raw, img.dataobj.slope, img.dataobj.inter)
+        else:
+            data = np.asanyarray(img.dataobj)
         if scaled and raw_dtype.kind in "iu" and raw_dtype.itemsize <= 2:
             data = data.astype(np.float32)  # 8/16-bit * slope fits float32's 24-bit mantissa
         data = np.asarray(data)
@@ -182,8 +227,14 @@ def volume_from_sitk(image: Any, path: Path | str, is_label: bool | None, meta: 
     origin = image.GetOrigin()[:3]
     direction = np.asarray(image.GetDirection(), dtype=np.float64).reshape(dim, dim)[:3, :3]
     meta = dict(meta, dtype=str(array.dtype))
-    if is_label is None and LABEL_META_KEY in image.GetMetaDataKeys():
+    keys = image.GetMetaDataKeys()
+    if is_label is None and LABEL_META_KEY in keys:
         is_label = image.GetMetaData(LABEL_META_KEY).strip() == "1"
+    segments = segments_from_header({k: image.GetMetaData(k) for k in keys
+                                     if k.startswith("Segment")})
+    if segments:  # a 3D Slicer segmentation: names and colours of its label values
+        meta["segments"] = segments
+        is_label = True if is_label is None else is_label
 
     def build(arr: np.ndarray, label: bool) -> Volume:
         return Volume(
@@ -202,8 +253,17 @@ def volume_from_sitk(image: Any, path: Path | str, is_label: bool | None, meta: 
 def _read_sitk_file(path: Path, is_label: bool | None, fmt: str) -> Volume:
     import SimpleITK as sitk
 
+    guards.check_data_files(path)
+    (guards.check_metaimage_header if fmt == "metaimage" else guards.check_nrrd_header)(path)
     with _library_errors(path, fmt.upper() if fmt == "nrrd" else "MetaImage"):
-        image = sitk.ReadImage(str(path))
+        reader = sitk.ImageFileReader()
+        reader.SetFileName(str(path))
+        reader.ReadImageInformation()
+        pixel = sitk.GetPixelIDValueAsString(reader.GetPixelID())
+        itemsize = guards.sitk_itemsize(pixel) * reader.GetNumberOfComponents()
+    guards.check_size(path, reader.GetSize(), itemsize)
+    with _library_errors(path, fmt.upper() if fmt == "nrrd" else "MetaImage"):
+        image = reader.Execute()
     return volume_from_sitk(image, path, is_label, {"format": fmt})
 
 
@@ -247,6 +307,17 @@ def _read_dicom(path: Path, is_label: bool | None) -> Volume:
     import SimpleITK as sitk
 
     files = dicom_series_files(path)
+    folder = path if path.is_dir() else path.parent
+    with _library_errors(path, "DICOM"):
+        info = sitk.ImageFileReader()
+        info.SetFileName(files[0])
+        info.ReadImageInformation()
+        pixel = sitk.GetPixelIDValueAsString(info.GetPixelID())
+        itemsize = guards.sitk_itemsize(pixel) * info.GetNumberOfComponents()
+    size = info.GetSize()
+    guards.check_size(folder, (size[0], size[1], len(files) * (size[2] if len(size) > 2 else 1)),
+                      itemsize)
+    guards.check_slice_positions(folder, files)
     reader = sitk.ImageSeriesReader()
     reader.SetFileNames(files)
     reader.MetaDataDictionaryArrayUpdateOn()

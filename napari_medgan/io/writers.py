@@ -17,6 +17,7 @@ import numpy as np
 
 from napari_medgan.io.atomic import atomic_path
 from napari_medgan.io.paths import LABEL_META_KEY, volume_suffix
+from napari_medgan.io.segments import segments_for, segments_to_header
 from napari_medgan.io.volume import Volume, VolumeError
 
 #: Suffixes :func:`save_volume` can write (header+data pairs are not atomic, so no .nhdr/.mhd).
@@ -95,10 +96,25 @@ def volume_to_sitk(volume: Volume, array: np.ndarray | None = None) -> Any:
 def _write_sitk(volume: Volume, tmp: Path) -> None:
     import SimpleITK as sitk
 
-    image = volume_to_sitk(volume, _output_array(volume))
+    array = _output_array(volume)
+    image = volume_to_sitk(volume, array)
     if volume.is_label:
         image.SetMetaData(LABEL_META_KEY, "1")
+    if volume.is_label and (tmp.name.lower().endswith(".seg.nrrd") or volume.meta.get("segments")):
+        segments = segments_for(array, volume.meta.get("segments"))
+        for key, value in segments_to_header(segments, volume.shape).items():
+            image.SetMetaData(key, value)  # 3D Slicer's segment names, colours, values
     sitk.WriteImage(image, str(tmp), useCompression=True)
+
+
+def _refuse_non_finite(volume: Volume, path: Path) -> None:
+    """No writer puts NaN or infinity on disk: another tool would read it as a real scan."""
+    array = np.asarray(volume.array)
+    if array.dtype.kind == "f":
+        bad = int(array.size - np.count_nonzero(np.isfinite(array)))
+        if bad:
+            raise VolumeError(f"{path}: not written: {bad} of {array.size} voxels of "
+                              f"{volume.source or 'the volume'} are NaN or infinite")
 
 
 def save_volume(volume: Volume, path: str | Path) -> Path:
@@ -122,7 +138,7 @@ def save_volume(volume: Volume, path: str | Path) -> Path:
     Raises
     ------
     VolumeError
-        Unsupported suffix, or a label map with non-integer values.
+        Unsupported suffix, a label map with non-integer values, or NaN/infinite voxels.
     """
     path = Path(path)
     suffix = volume_suffix(path)
@@ -130,6 +146,7 @@ def save_volume(volume: Volume, path: str | Path) -> Path:
         raise VolumeError(
             f"{path}: cannot write this file type; use one of {', '.join(WRITE_SUFFIXES)}"
         )
+    _refuse_non_finite(volume, path)
     write = _write_nifti if suffix in (".nii", ".nii.gz") else _write_sitk
     with atomic_path(path) as tmp:
         write(volume, tmp)
@@ -209,6 +226,7 @@ def save_dicom_series(
     import SimpleITK as sitk
 
     folder = Path(folder)
+    _refuse_non_finite(volume, folder)
     folder.mkdir(parents=True, exist_ok=True)
     modality = (modality or volume.meta.get("modality") or "OT").upper()
     pixels, rescale = _dicom_pixels(np.asarray(volume.array))

@@ -32,7 +32,7 @@ import tempfile
 import time
 from collections import OrderedDict
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from pathlib import Path, PurePath
 from typing import Any
 
@@ -42,7 +42,12 @@ import torch
 from torch import nn
 
 from napari_medgan import __version__
-from napari_medgan.io.atomic import atomic_write_text, default_mode
+from napari_medgan.io.atomic import (
+    DiskFullError,
+    atomic_write_text,
+    default_mode,
+    is_disk_full,
+)
 from napari_medgan.training.ema import unwrap
 
 FORMAT = "napari-medgan-checkpoint"
@@ -158,14 +163,21 @@ def _write_dir(target: Path, fill: Callable[[Path], None]) -> None:
     """Let ``fill`` populate a hidden sibling directory, then rename it onto ``target``.
 
     An existing ``target`` is moved aside first (directories cannot be renamed over
-    non-empty ones portably) and deleted once the new one is in place.
+    non-empty ones portably) and deleted once the new one is in place. A full disk raises
+    :class:`~napari_medgan.io.atomic.DiskFullError` naming ``target``, with ``target`` as
+    it was before.
     """
     target.parent.mkdir(parents=True, exist_ok=True)
     _clean_leftovers(target.parent)
     tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.tmp-", dir=target.parent))
     try:
         os.chmod(tmp, default_mode(directory=True))  # mkdtemp's 0700 -> what the umask allows
-        fill(tmp)
+        try:
+            fill(tmp)
+        except Exception as exc:  # noqa: BLE001 - safetensors raises its own type
+            if is_disk_full(exc) and not isinstance(exc, DiskFullError):
+                raise DiskFullError(target) from None
+            raise
         _fsync(tmp)
         aside = None
         if target.exists():
@@ -223,7 +235,7 @@ def _latest_in(folder: Path) -> Path | None:
         if isinstance(name, str) and PurePath(name).name == name and not name.startswith("."):
             if _is_complete(folder / name):
                 return folder / name
-    except (OSError, ValueError, KeyError, TypeError):
+    except (OSError, ValueError, KeyError, TypeError, RecursionError):
         pass  # a missing or damaged pointer is only a hint; scan instead
     steps = [p for _, p in _step_dirs(folder) if _is_complete(p)]
     others = [folder / n for n in ("final", "best") if _is_complete(folder / n)]
@@ -353,16 +365,50 @@ class Checkpoint:
         layout = self.state.get("model_layout", 1)
         if layout != expected:
             raise CheckpointError(
-                f"{self.path}: this {raw.get('name')} checkpoint holds network layout {layout}, "
+                f"{self.path}: this {raw.get('name')} checkpoint holds network layout "
+                f"{_brief(layout)} (model_layout), "
                 f"but napari-medgan {__version__} builds layout {expected} "
                 f"({get_model(raw['name']).LAYOUT_NOTE}); retrain the model")
+        missing = [k for k in MODEL_FIELDS_REQUIRED if k not in raw]
+        if missing:
+            raise CheckpointError(f"{self.path}: model_config has no {missing[0]!r} field; the "
+                                  "state is damaged")
+        known = {f.name for f in fields(ModelConfig)}
+        unknown = sorted(set(raw) - known)
+        if unknown:
+            raise CheckpointError(
+                f"{self.path}: model_config field(s) {', '.join(map(repr, unknown))} unknown to "
+                f"napari-medgan {__version__} (written by version "
+                f"{self.meta.get('package_version')}); use that version or retrain")
         try:
             return ModelConfig(**raw)
-        except TypeError as exc:
-            raise CheckpointError(f"{self.path}: model_config does not fit this version "
-                                  f"({exc})") from None
         except ValueError as exc:
             raise CheckpointError(f"{self.path}: {exc}") from None
+
+    def require(self, key: str, kind: type | tuple[type, ...]) -> Any:
+        """``state[key]``, which must be a ``kind``; one line naming the checkpoint and the
+        field when it is missing or of another type (bools are not ints here)."""
+        if key not in self.state:
+            raise CheckpointError(f"{self.path}: state has no {key!r} field")
+        value = self.state[key]
+        kinds = kind if isinstance(kind, tuple) else (kind,)
+        if not isinstance(value, kinds) or (isinstance(value, bool) and bool not in kinds):
+            names = " or ".join(_JSON_NAMES.get(k, k.__name__) for k in kinds)
+            raise CheckpointError(f"{self.path}: state field {key!r} must be {names}, got "
+                                  f"{_brief(value)}")
+        return value
+
+    def build_module(self, name: str, build: Callable[[], nn.Module]) -> nn.Module:
+        """``build()`` a network and load module ``name`` into it, checking first on the
+        meta device (no memory) that every shape matches the stored weights: a config
+        edited to 100000 channels is refused before anything that size is allocated."""
+        with torch.device("meta"):
+            skeleton = build()
+        self._check_shapes(name, skeleton.state_dict(), strict=True)
+        del skeleton
+        module = build()
+        self.load_module(name, module)
+        return module
 
     def module_state(self, name: str) -> OrderedDict:
         """State dict of module ``name`` (keys without the ``name.`` prefix)."""
@@ -389,12 +435,29 @@ class Checkpoint:
             ``strict``, if keys are missing or unexpected.
         """
         net, saved = unwrap(module), self.module_state(name)
-        expected = net.state_dict()
+        self._check_shapes(name, net.state_dict(), strict)
+        for key, value in saved.items():
+            if value.is_floating_point() and not bool(torch.isfinite(value).all()):
+                raise CheckpointError(f"{self.path}: {name}.{key} holds NaN or infinite "
+                                      "weights; the model diverged or the file is damaged -- "
+                                      "use an earlier checkpoint")
+        bad = f"{self.path}: incompatible with the model config: {name}"
+        try:
+            return net.load_state_dict(saved, strict=strict)
+        except (RuntimeError, KeyError) as exc:
+            raise CheckpointError(f"{bad}: {exc}") from None
+
+    def _check_shapes(self, name: str, expected: dict, strict: bool) -> None:
+        """Shapes and dtypes of module ``name``'s stored tensors against ``expected``."""
+        saved = self.module_state(name)
         bad = f"{self.path}: incompatible with the model config: {name}"
         for key, value in expected.items():
             if key in saved and tuple(saved[key].shape) != tuple(value.shape):
                 raise CheckpointError(f"{bad}.{key} has shape {tuple(saved[key].shape)} in the "
                                       f"checkpoint but {tuple(value.shape)} in the model")
+            if key in saved and saved[key].is_floating_point() != value.is_floating_point():
+                raise CheckpointError(f"{bad}.{key} is {saved[key].dtype} in the checkpoint "
+                                      f"but {value.dtype} in the model")
         missing = [k for k in expected if k not in saved]
         unexpected = [k for k in saved if k not in expected]
         if strict and (missing or unexpected):
@@ -402,10 +465,6 @@ class Checkpoint:
                     if missing else
                     f"{len(unexpected)} unexpected key(s), first {name}.{unexpected[0]}")
             raise CheckpointError(f"{bad}: {what}")
-        try:
-            return net.load_state_dict(saved, strict=strict)
-        except (RuntimeError, KeyError) as exc:
-            raise CheckpointError(f"{bad}: {exc}") from None
 
     def load_optimizer(self, name: str, optimizer: torch.optim.Optimizer) -> None:
         """Restore optimizer ``name`` (state tensors are copied, never shared with ``tensors``)."""
@@ -441,6 +500,17 @@ class Checkpoint:
             optimizer.load_state_dict({"state": state, "param_groups": groups})
         except (ValueError, RuntimeError, KeyError) as exc:
             raise CheckpointError(f"{bad}: {exc}") from None
+
+
+#: model_config fields every checkpoint has held since format 1 (later ones have defaults).
+MODEL_FIELDS_REQUIRED = ("name", "task", "patch_size", "latent_dim", "channels", "num_classes")
+_JSON_NAMES = {int: "a whole number", float: "a number", str: "a string", dict: "a JSON object",
+               list: "a list", bool: "true or false"}
+
+
+def _brief(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 40 else text[:37] + "..."
 
 
 def _resolve(path: Path) -> Path:
@@ -491,15 +561,17 @@ def _read_state(path: Path) -> dict:
     except json.JSONDecodeError as exc:
         raise CheckpointError(f"{path}: invalid JSON ({exc.msg} at line {exc.lineno}, "
                               f"column {exc.colno})") from None
+    except RecursionError:
+        raise CheckpointError(f"{path}: not a checkpoint state (JSON nested too deeply)") from None
     if not isinstance(doc, dict) or doc.get("format") != FORMAT:
         raise CheckpointError(f"{path}: not a napari-medgan checkpoint state ('format' is not "
                               f"{FORMAT!r})")
     version = doc.get("format_version")
     if not isinstance(version, int) or isinstance(version, bool) or version < 1:
-        raise CheckpointError(f"{path}: bad format_version {version!r}")
+        raise CheckpointError(f"{path}: bad format_version {_brief(version)}")
     if version > FORMAT_VERSION:
         raise CheckpointError(
-            f"{path}: checkpoint format {version} (napari-medgan {doc.get('package_version')}) "
+            f"{path}: format_version {version} (napari-medgan {doc.get('package_version')}) "
             f"is newer than this napari-medgan {__version__} reads (up to {FORMAT_VERSION}); "
             "upgrade napari-medgan")
     for key in ("modules", "optimizers", "state"):
@@ -511,8 +583,9 @@ def _read_state(path: Path) -> dict:
 def _read_tensors(path: Path, expected_bytes: Any) -> dict[str, torch.Tensor]:
     size = path.stat().st_size
     if isinstance(expected_bytes, int) and size != expected_bytes:
-        raise CheckpointError(f"{path}: {size} bytes but {STATE_FILE} records {expected_bytes}; "
-                              "the file is truncated or does not belong to this checkpoint")
+        raise CheckpointError(f"{path}: {size} bytes but {STATE_FILE} records weights_bytes "
+                              f"{expected_bytes}; the file is truncated or does not belong to "
+                              "this checkpoint")
     try:
         try:  # pread copies into memory, so no tensor keeps the file mapped (Windows deletes)
             return safetensors.torch.load_file(path, backend="pread")

@@ -39,28 +39,33 @@ def load_generator(path: str | Path, device: str = "auto") -> LoadedModel:
     """Load the EMA generator of a run directory or checkpoint (safetensors + JSON only)."""
     from napari_medgan.io.preprocess import Normalizer
     from napari_medgan.models import build_generator
-    from napari_medgan.training.checkpoint import load_checkpoint
+    from napari_medgan.training.checkpoint import CheckpointError, load_checkpoint
 
     ckpt = load_checkpoint(path)
-    state = ckpt.state
     model = ckpt.model_config()
-    gen = build_generator(model)
-    ckpt.load_module("ema", gen)
+    step = ckpt.require("step", int)
+    if step < 0:
+        raise CheckpointError(f"{ckpt.path}: state field 'step' must be >= 0, got {step}")
+
+    def parsed(key: str, parse):
+        raw = ckpt.require(key, dict)
+        try:
+            return parse(raw)
+        except (KeyError, TypeError, ValueError) as exc:  # VolumeError is a ValueError
+            why = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+            raise CheckpointError(f"{ckpt.path}: state field {key!r} is invalid ({why})") from None
+
+    normalizer = parsed("normalizer", Normalizer.from_dict)
+    target = (parsed("target_normalizer", Normalizer.from_dict)
+              if ckpt.state.get("target_normalizer") is not None else None)
+    reference = parsed("geometry", reference_from_state)
+    gen = ckpt.build_module("ema", lambda: build_generator(model))
     dev = resolve_device(device)
     if dev.type == "cpu":
         torch.set_flush_denormal(True)  # denormals slow CPU inference many times over
-    gen = gen.to(dev).eval()
-    target = state.get("target_normalizer")
-    return LoadedModel(
-        generator=gen,
-        model=model,
-        normalizer=Normalizer.from_dict(state["normalizer"]),
-        target_normalizer=Normalizer.from_dict(target) if target else None,
-        reference=reference_from_state(state["geometry"]),
-        path=Path(ckpt.path),
-        step=int(state["step"]),
-        device=dev,
-    )
+    return LoadedModel(generator=gen.to(dev).eval(), model=model, normalizer=normalizer,
+                       target_normalizer=target, reference=reference, path=Path(ckpt.path),
+                       step=step, device=dev)
 
 
 @torch.no_grad()

@@ -32,7 +32,7 @@ from torch import nn
 
 from napari_medgan import __version__
 from napari_medgan.config import RunConfig
-from napari_medgan.io.atomic import atomic_write_text
+from napari_medgan.io.atomic import DiskFullError, atomic_write_text, is_disk_full
 from napari_medgan.tasks import TASKS
 from napari_medgan.training import events as ev
 from napari_medgan.training.device import (
@@ -86,6 +86,7 @@ class Trainer:
         self.data = None
         self.generator: nn.Module | None = None
         self.ema: nn.Module | None = None
+        self._lock = None  # the run folder's lock, held by the writing rank while it runs
 
     # ------------------------------------------------------------ run control
     def stop(self) -> None:
@@ -130,9 +131,13 @@ class Trainer:
             # label2image step went from 0.4 s to 8 s within ten steps. Flush them to zero.
             torch.set_flush_denormal(True)
 
+        yield from self._lock_run_folder()
         source_ckpt = None
         if run.resume:
-            source_ckpt = load_checkpoint(self.out)
+            source_ckpt = self._resume_from()
+            if source_ckpt is None:
+                yield ev.MessageEvent(0, "warning", f"{self.out}: the run stopped before its "
+                                      "first checkpoint; starting it again from step 0")
         else:
             refuse_used_folder(self.out)
             barrier()  # every rank has looked before the writing rank writes config.yaml
@@ -243,6 +248,48 @@ class Trainer:
         )
         if self._val_pairs:  # step 0: the starting estimate's figure
             yield self._validate()
+
+    def _lock_run_folder(self) -> Iterator[ev.Event]:
+        """Take the run folder's lock on the writing rank (:mod:`.lock`), so that a second
+        trainer on this folder refuses; every rank raises TrainingError when it is held."""
+        from napari_medgan.training.lock import RunFolderInUse, RunFolderLock, describe_holder
+
+        refusal = None
+        if self.write:
+            try:
+                self._lock = RunFolderLock(self.out).acquire()
+            except RunFolderInUse as exc:
+                refusal = str(exc)
+        if not all_ranks_agree(refusal is None):
+            raise TrainingError(refusal or f"{self.out}: run folder is in use by another "
+                                "training process; wait for it to finish or stop it")
+        if self._lock is not None and self._lock.stale:
+            yield ev.MessageEvent(0, "warning", f"{self.out}: taking over from a training "
+                                  f"process that ended without finishing "
+                                  f"({describe_holder(self._lock.stale)})")
+
+    def _release_lock(self) -> None:
+        lock, self._lock = self._lock, None
+        if lock is not None:
+            lock.release()
+
+    def _resume_from(self):
+        """The run's latest checkpoint; None for a run killed before its first one (it has
+        its config.yaml but no checkpoint), which starts again with that config's model."""
+        from napari_medgan.training.checkpoint import (
+            CheckpointError,
+            CheckpointManager,
+            load_checkpoint,
+        )
+
+        try:
+            return load_checkpoint(self.out)
+        except CheckpointError:
+            config = self.out / "config.yaml"
+            if not config.is_file() or CheckpointManager(self.out).latest() is not None:
+                raise
+        self.config.model = RunConfig.from_yaml(config).model
+        return None
 
     def _check_memory(self) -> ev.MessageEvent:
         """Plan the step's peak memory before the networks exist (training/memory.py):
@@ -477,62 +524,105 @@ class Trainer:
             for group in opt.param_groups:
                 group["lr"] *= 0.5
 
+    def _weights_finite(self) -> bool:
+        """Whether every floating-point weight and buffer of G and the EMA is finite, on
+        every rank (one host sync)."""
+        nets = (unwrap(self.G), self.ema)
+        flags = [torch.isfinite(t).all() for net in nets
+                 for t in (*net.parameters(), *net.buffers()) if t.is_floating_point()]
+        return all_ranks_agree(bool(torch.stack(flags).all()) if flags else True)
+
+    def _keep_finite_weights(self) -> Iterator[ev.Event]:
+        """Never save non-finite weights: roll back to the last snapshot (verified finite
+        when taken, learning rates halved as after a divergence); TrainingError, with
+        nothing saved, when even that is not finite."""
+        if self._weights_finite():
+            return
+        bad = self.step
+        self._roll_back()
+        self.step = self._snapshot["step"]
+        if not self._weights_finite():
+            raise TrainingError(
+                f"{self.out}: the generator's weights are not finite at step {bad} and there is "
+                "no finite state to roll back to, so no checkpoint was written; lower the "
+                "learning rates (--lr-g/--lr-d), use --precision fp32, or check the data")
+        yield ev.MessageEvent(self.step, "warning", f"non-finite generator weights at step "
+                              f"{bad}; rolled back to step {self.step}, the last finite state, "
+                              "before saving (learning rates halved)")
+
     def _lrs(self) -> tuple[float, float]:
         return self.opt_g.param_groups[0]["lr"], self.opt_d.param_groups[0]["lr"]
 
     # ------------------------------------------------------------------ run
     def run(self) -> Iterator[ev.Event]:
-        """Train, yielding events; ends with a :class:`DoneEvent` (or raises TrainingError)."""
+        """Train, yielding events; ends with a :class:`DoneEvent` (or raises TrainingError,
+        or :class:`~napari_medgan.io.atomic.DiskFullError` saying how to resume). The run
+        folder is locked from the start until the run ends, fails or is closed."""
         try:
-            yield from self._setup()
-            total = self.config.train.steps
-            cfg = self.config.train
-            reason = "finished"
-            self._pending: list[dict] = []
-            t_read, seconds = time.perf_counter(), 0.0
-            while self.step < total:
-                while not self._running.wait(timeout=0.05):
-                    t_read = time.perf_counter()  # a pause is not step time
-                if self._stop.is_set():
-                    reason = "stopped"
-                    break
-                self._pending.append(self._train_step())
-                self.step += 1
-                losses: dict[str, float] = {}
-                if self._read_due():
-                    # the one host sync of the interval: mean losses since the last read
-                    count = len(self._pending)
-                    losses, finite = self._read_losses()
-                    if not finite:
-                        yield from self._handle_divergence(losses)
-                        t_read = time.perf_counter()
-                        continue
-                    now = time.perf_counter()
-                    seconds, t_read = (now - t_read) / count, now
-                    if self.step - self._snapshot["step"] >= 50 or self.step == total:
-                        self._snapshot = self._capture_state()
-                lr_g, lr_d = self._lrs()
-                yield ev.StepEvent(self.step, total, losses, seconds, lr_g, lr_d)
-                if self.step % cfg.preview_every == 0 or self.step == total:
-                    yield self.preview()
-                if self._val_pairs and self.step % cfg.val_every == 0:
-                    yield self._validate()
-                if self.step % cfg.checkpoint_every == 0 and self.step < total:
-                    yield from self._save("last")
-            if self._stop.is_set() and self.step < total:
-                reason = "stopped"
-            if self._val_pairs:
-                if self.validation["last_step"] != self.step:
-                    yield self._validate()
-                yield self._keep_best()
-            path = None
-            for event in self._save("final"):
-                if event.kind == "final":
-                    path = event.path
-                yield event
-            yield ev.DoneEvent(self.step, reason, path)
+            yield from self._train()
+        except OSError as exc:
+            if not is_disk_full(exc):
+                raise
+            where = getattr(exc, "path", None) or exc.filename or self.out
+            raise DiskFullError(where, advice=(
+                "the checkpoints saved before are intact; free space, then resume the run: "
+                f"napari-medgan train --resume --out {self.out} (Train GAN: Start from "
+                "'resume run folder')")) from None
         finally:
+            self._release_lock()
             release_memory(getattr(self, "device", None))
+
+    def _train(self) -> Iterator[ev.Event]:
+        """The body of :meth:`run`: set up, step until done or stopped, save the final
+        checkpoint."""
+        yield from self._setup()
+        total = self.config.train.steps
+        cfg = self.config.train
+        reason = "finished"
+        self._pending: list[dict] = []
+        t_read, seconds = time.perf_counter(), 0.0
+        while self.step < total:
+            while not self._running.wait(timeout=0.05):
+                t_read = time.perf_counter()  # a pause is not step time
+            if self._stop.is_set():
+                reason = "stopped"
+                break
+            self._pending.append(self._train_step())
+            self.step += 1
+            losses: dict[str, float] = {}
+            if self._read_due():
+                # the one host sync of the interval: mean losses since the last read
+                count = len(self._pending)
+                losses, finite = self._read_losses()
+                if not finite:
+                    yield from self._handle_divergence(losses)
+                    t_read = time.perf_counter()
+                    continue
+                now = time.perf_counter()
+                seconds, t_read = (now - t_read) / count, now
+                if (self.step - self._snapshot["step"] >= 50 or self.step == total) \
+                        and self._weights_finite():
+                    self._snapshot = self._capture_state()
+            lr_g, lr_d = self._lrs()
+            yield ev.StepEvent(self.step, total, losses, seconds, lr_g, lr_d)
+            if self.step % cfg.preview_every == 0 or self.step == total:
+                yield self.preview()
+            if self._val_pairs and self.step % cfg.val_every == 0:
+                yield self._validate()
+            if self.step % cfg.checkpoint_every == 0 and self.step < total:
+                yield from self._save("last")
+        if self._stop.is_set() and self.step < total:
+            reason = "stopped"
+        if self._val_pairs:
+            if self.validation["last_step"] != self.step:
+                yield self._validate()
+            yield self._keep_best()
+        path = None
+        for event in self._save("final"):
+            if isinstance(event, ev.CheckpointEvent) and event.kind == "final":
+                path = event.path
+            yield event
+        yield ev.DoneEvent(self.step, reason, path)
 
     def _read_due(self) -> bool:
         """Whether the losses are read (a host sync) after this step: at log intervals, and
@@ -660,6 +750,7 @@ class Trainer:
                                           self.fixed_real.flatten().numpy()))
 
     def _save(self, kind: str) -> Iterator[ev.Event]:
+        yield from self._keep_finite_weights()
         if self.manager is not None:  # only the writing rank needs the quality figure
             metric = self.quality()
             best_before = self.manager.best_metric

@@ -203,3 +203,29 @@ def test_the_status_line_estimates_the_time_left(make_napari_viewer):
         widget._on_event(ev.StepEvent(step, 1000, {"G": 1.0, "D": 1.0}, 0.01, 2e-4, 4e-4))
     text = widget.status.text()
     assert text.startswith("step 3/1000") and "left)" in text
+
+
+def test_resuming_a_folder_another_process_trains_is_one_notification(
+        make_napari_viewer, qtbot, tmp_path, notifications):
+    hold = ("import sys, time; from napari_medgan.training.lock import RunFolderLock; "
+            "RunFolderLock(sys.argv[1]).acquire(); print('held', flush=True); time.sleep(600)")
+    run = tmp_path / "run"
+    holder = subprocess.Popen([sys.executable, "-c", hold, str(run)], stdout=subprocess.PIPE,
+                              text=True)
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        widget = _open(make_napari_viewer(), "Train GAN")
+        configure_tiny(widget, tmp_path / "unused", steps=2)
+        widget.start_from.setCurrentIndex(2)  # resume run folder
+        widget.init_path.edit.setText(str(run))
+        widget._on_start()
+        _wait_idle(qtbot, widget)
+    finally:
+        holder.kill()
+        holder.wait()
+        holder.stdout.close()
+    errors = error_messages(notifications)
+    assert len(errors) == 1 and "\n" not in errors[0], errors
+    assert errors[0].startswith(f"Training failed: {run}: run folder is in use by another "
+                                f"training process (pid {holder.pid} ")
+    assert widget.start_btn.isEnabled()

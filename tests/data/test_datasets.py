@@ -211,6 +211,14 @@ def test_num_classes_from_config_and_too_small():
         build_training_data(run, images=images, labels=labels)
 
 
+def test_constant_training_volume_is_refused_naming_the_file(tmp_path):
+    path = save_volume(Volume(np.ones((4, 4, 4), np.float32)), tmp_path / "flat.nii.gz")
+    run = make_run("synthesis")
+    run.data.source = str(path)
+    with pytest.raises(ValueError, match=r"^data\.source \(.*flat\.nii\.gz\): .*constant"):
+        build_training_data(run)
+
+
 @pytest.fixture
 def folder(tmp_path):
     images, labels = _small_volumes(shape=(16, 16, 16), count=2)

@@ -49,3 +49,24 @@ def test_a_failed_write_leaves_the_old_file(tmp_path):
     with pytest.raises(OSError, match="disk full"):
         atomic_write(target, boom)
     assert target.read_text() == "old" and sorted(os.listdir(tmp_path)) == ["keep.txt"]
+
+
+def test_a_full_disk_while_writing_a_volume_keeps_the_old_file(tmp_path, monkeypatch):
+    import errno
+
+    import nibabel
+
+    from napari_medgan.io.atomic import DiskFullError
+
+    target = save_volume(Volume(np.zeros((4, 4, 4), np.float32)), tmp_path / "v.nii.gz")
+    before = target.read_bytes()
+
+    def save(image, filename):  # part of the file, then the disk is full
+        with open(filename, "wb") as fh:
+            fh.write(b"\0" * 100)
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(filename))
+
+    monkeypatch.setattr(nibabel, "save", save)
+    with pytest.raises(DiskFullError, match=rf"^{target}: not written, the disk is full"):
+        save_volume(Volume(np.ones((4, 4, 4), np.float32)), target)
+    assert target.read_bytes() == before and os.listdir(tmp_path) == ["v.nii.gz"]

@@ -79,9 +79,9 @@ def _empty_file(name):
 
 CASES = {
     "truncated .nii.gz": (lambda t: _truncated(t, ".nii.gz"), "truncated.nii.gz", "cannot read"),
-    "truncated .nii": (lambda t: _truncated(t, ".nii"), "truncated.nii", "cannot read"),
+    "truncated .nii": (lambda t: _truncated(t, ".nii"), "truncated.nii", "file is truncated"),
     "truncated .nrrd": (lambda t: _truncated(t, ".nrrd"), "truncated.nrrd", "cannot read"),
-    "truncated .mha": (lambda t: _truncated(t, ".mha"), "truncated.mha", "cannot read"),
+    "truncated .mha": (lambda t: _truncated(t, ".mha"), "truncated.mha", "truncated"),
     "text as .nii.gz": (lambda t: _text(t, ".nii.gz"), "notes.nii.gz", "cannot read"),
     "text as .nii": (lambda t: _text(t, ".nii"), "notes.nii", "cannot read"),
     "text as .nrrd": (lambda t: _text(t, ".nrrd"), "notes.nrrd", "cannot read"),

@@ -25,6 +25,19 @@ def test_unknown_suffix_is_refused(tmp_path):
     assert list(tmp_path.iterdir()) == []
 
 
+@pytest.mark.parametrize("name", ["nan.nii.gz", "nan.nrrd", "nan.mha", "dicom"])
+def test_non_finite_voxels_are_never_written(tmp_path, name):
+    data = np.zeros((2, 3, 4), np.float32)
+    data[1, 1, 1] = np.nan
+    data[0, 0, 0] = np.inf
+    vol = Volume(data, source="synthetic_000")
+    save = save_dicom_series if name == "dicom" else save_volume
+    with pytest.raises(VolumeError, match=rf"{name}: not written: 2 of 24 voxels of "
+                                          "synthetic_000 are NaN or infinite"):
+        save(vol, tmp_path / name)
+    assert list(tmp_path.iterdir()) == []
+
+
 def test_float64_image_is_written_as_float32(tmp_path):
     vol = Volume(np.linspace(0, 1, 24).reshape(2, 3, 4))
     back = load_volume(save_volume(vol, tmp_path / "f.nii.gz"))

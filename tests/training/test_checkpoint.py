@@ -6,6 +6,7 @@ import copy
 import json
 import pickle
 import random
+import shutil
 import signal
 import subprocess
 import sys
@@ -302,7 +303,7 @@ def test_newer_format_version_is_refused(tmp_path):
     doc = json.loads((path / "state.json").read_text())
     doc.update(format_version=99, package_version="9.0")
     (path / "state.json").write_text(json.dumps(doc))
-    with pytest.raises(CheckpointError, match="format 99.*newer.*upgrade"):
+    with pytest.raises(CheckpointError, match="format_version 99.*newer.*upgrade"):
         load_checkpoint(path)
 
 
@@ -488,3 +489,103 @@ def test_old_pix2pix_layout_is_refused_with_one_line(tmp_path, tiny_run):
     with pytest.raises(CheckpointError, match=r"layout 1.*builds layout 2.*retrain") as info:
         load_generator(state.parent)
     assert "\n" not in str(info.value) and str(state.parent) in str(info.value)
+
+
+# --------------------------------------------------------------------------- hostile fields
+@pytest.fixture(scope="module")
+def trained_checkpoint(tmp_path_factory, tiny_run):
+    """One real dcgan3d checkpoint (2 steps at 16^3); tests edit copies of it."""
+    from napari_medgan.training.trainer import Trainer
+
+    out = tmp_path_factory.mktemp("ckpt") / "run"
+    for _ in Trainer(tiny_run(out, steps=2, checkpoint_every=2)).run():
+        pass
+    return next((out / "checkpoints").glob("step-*"))
+
+
+def _edited(tmp_path, source, edit):
+    import json
+
+    target = tmp_path / "edited"
+    shutil.copytree(source, target)
+    doc = json.loads((target / "state.json").read_text())
+    edit(doc["state"])
+    (target / "state.json").write_text(json.dumps(doc))
+    return target
+
+
+def _set(path, value):
+    def edit(state):
+        *parents, last = path.split(".")
+        node = state
+        for key in parents:
+            node = node[key]
+        if value is _DELETE:
+            del node[last]
+        else:
+            node[last] = value
+    return edit
+
+
+_DELETE = object()
+
+
+@pytest.mark.parametrize(("path", "value", "said"), [
+    ("model_config.channels", 100000, r"model\.channels: expected from 4 to 1024"),
+    ("model_config.latent_dim", 10**9, r"model\.latent_dim: expected from 1 to 4096"),
+    ("model_config.patch_size", 160000, r"model\.patch_size: expected a multiple of 16"),
+    ("model_config.patch_size", "abc", r"model\.patch_size: expected a whole number, got 'abc'"),
+    ("model_config.channels", 16, r"ema\.fc\.weight has shape .* in the checkpoint but"),
+    ("model_config.colour", "red", r"model_config field\(s\) 'colour' unknown"),
+    ("model_config", _DELETE, r"state has no 'model_config' object"),
+    ("step", "abc", r"state field 'step' must be a whole number, got 'abc'"),
+    ("step", _DELETE, r"state has no 'step' field"),
+    ("normalizer", _DELETE, r"state has no 'normalizer' field"),
+    ("normalizer", [1, 2], r"state field 'normalizer' must be a JSON object"),
+    ("normalizer.low", "abc", r"state field 'normalizer' is invalid"),
+    ("geometry", _DELETE, r"state has no 'geometry' field"),
+    ("geometry.spacing", [1, 0, 1], r"state field 'geometry' is invalid .*spacing must be "
+                                    "positive"),
+    ("geometry.shape", None, r"state field 'geometry' is invalid"),
+])
+def test_damaged_checkpoint_field_is_one_line_naming_it(tmp_path, trained_checkpoint, path, value,
+                                                        said):
+    from napari_medgan.training.inference import load_generator
+
+    edited = _edited(tmp_path, trained_checkpoint, _set(path, value))
+    with pytest.raises(CheckpointError, match=said) as info:
+        load_generator(edited)
+    assert str(info.value).startswith(f"{edited}: ") and "\n" not in str(info.value)
+
+
+def test_a_config_that_disagrees_with_the_weights_is_refused_before_building(
+        tmp_path, trained_checkpoint, monkeypatch):
+    from napari_medgan import models
+    from napari_medgan.training.inference import load_generator
+
+    built = []
+    real = models.build_generator
+    monkeypatch.setattr(models, "build_generator",
+                        lambda cfg: built.append(torch.empty(0).device.type) or real(cfg))
+    edited = _edited(tmp_path, trained_checkpoint, _set("model_config.channels", 1024))
+    with pytest.raises(CheckpointError, match="has shape"):
+        load_generator(edited)
+    assert built == ["meta"]  # only the no-memory skeleton was ever built
+
+
+def test_non_finite_weights_are_refused_at_load(tmp_path, trained_checkpoint):
+    import json
+
+    from napari_medgan.training.inference import load_generator
+
+    target = tmp_path / "nan"
+    shutil.copytree(trained_checkpoint, target)
+    tensors = safetensors.torch.load_file(target / "weights.safetensors")
+    key = next(k for k in tensors if k.startswith("ema.") and tensors[k].is_floating_point())
+    tensors[key][...] = float("nan")
+    safetensors.torch.save_file(tensors, target / "weights.safetensors")
+    doc = json.loads((target / "state.json").read_text())
+    doc["weights_bytes"] = (target / "weights.safetensors").stat().st_size
+    (target / "state.json").write_text(json.dumps(doc))
+    with pytest.raises(CheckpointError, match=rf"{target}: {key} holds NaN or infinite weights"):
+        load_generator(target)
