@@ -90,6 +90,12 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--budget", type=float, default=None,
                    help="training wall-clock budget in seconds (default 220; 0 = no limit)")
     d.add_argument("--seed", type=int, default=0)
+
+    r = sub.add_parser("report", help="a run's training record: loss curves, previews, figures",
+                       description="Write history.csv, report.png and report.html for a run "
+                                   "folder (finished, stopped or still running).")
+    r.add_argument("run", type=Path, help="run folder")
+    r.add_argument("--out", type=Path, help="folder for the report (default: the run folder)")
     for command in sub.choices.values():
         r = command.add_argument_group("reading volumes")
         r.add_argument("--max-volume-gb", type=float,
@@ -222,8 +228,21 @@ def cmd_export(args: argparse.Namespace) -> int:
     return cmd_export_dataset(args)
 
 
+def cmd_report(args: argparse.Namespace) -> int:
+    import json
+
+    from napari_medgan.run_report import summary, write_report
+    from napari_medgan.training.history import read_history
+
+    paths = write_report(args.run, args.out)
+    print(json.dumps(summary(read_history(args.run)), indent=2, default=str))
+    for kind, path in paths.items():
+        print(f"{kind}: {path}")
+    return 0
+
+
 COMMANDS = {"train": cmd_train, "generate": cmd_generate, "evaluate": cmd_evaluate,
-            "export-dataset": cmd_export, "demo": cmd_demo}
+            "export-dataset": cmd_export, "demo": cmd_demo, "report": cmd_report}
 
 
 def main(argv: list[str] | None = None) -> int:

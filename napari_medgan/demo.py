@@ -51,8 +51,14 @@ def _replace_previous_demo(run_dir: Path) -> None:
         if previous is None or previous.data.source != "phantom" or previous.resume:
             raise ValueError(f"{run_dir}: holds a run that is not a previous demo; choose "
                              "another --out folder") from None
-    print(f"replacing the previous demo run in {run_dir}", file=sys.stderr)
-    shutil.rmtree(run_dir)
+    from napari_medgan.training.lock import RunFolderInUse, RunFolderLock
+
+    try:
+        with RunFolderLock(run_dir):  # a demo still training there is never deleted
+            print(f"replacing the previous demo run in {run_dir}", file=sys.stderr)
+            shutil.rmtree(run_dir)
+    except RunFolderInUse as exc:
+        raise ValueError(str(exc)) from None
 
 
 def run_demo(out: str | Path, steps: int | None = None, seed: int = 0,

@@ -159,8 +159,8 @@ def test_torchrun_two_gloo_processes(tmp_path, model):
     from napari_medgan.training.checkpoint import load_checkpoint
 
     assert load_checkpoint(run).state["step"] == 3
-    # Only rank 0 wrote: one log line per checkpoint, not two.
-    lines = (run / "log.jsonl").read_text().splitlines()
+    # Only rank 0 wrote: each record once, not twice.
+    lines = (run / "history.jsonl").read_text().splitlines()
     assert len(lines) == len({line for line in lines})
 
 

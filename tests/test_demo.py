@@ -1,6 +1,7 @@
 """The README's main job, shortened to a few steps: every output it promises is written."""
 
 import json
+import os
 
 import pytest
 
@@ -36,4 +37,18 @@ def test_a_second_demo_replaces_its_own_run_but_never_another(tmp_path):
     other.to_yaml(run_dir / "config.yaml")
     with pytest.raises(ValueError, match="not a previous demo"):
         _replace_previous_demo(run_dir)
+    assert (run_dir / "config.yaml").exists()
+
+
+def test_a_demo_still_training_is_never_deleted(tmp_path):
+    from napari_medgan.demo import _replace_previous_demo, demo_config
+    from napari_medgan.training.lock import RunFolderLock
+
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    demo_config(tmp_path).to_yaml(run_dir / "config.yaml")
+    with RunFolderLock(run_dir):  # as the trainer of the running demo holds it
+        with pytest.raises(ValueError, match=r"run: run folder is in use by another training "
+                                             rf"process \(pid {os.getpid()}"):
+            _replace_previous_demo(run_dir)
     assert (run_dir / "config.yaml").exists()

@@ -131,6 +131,8 @@ class TrainWidget(QWidget):
         layout.addWidget(self.status)
         layout.addWidget(self.plot)
         layout.addStretch(1)
+        self.init_path.edit.editingFinished.connect(self._on_run_folder_chosen)
+        self.start_from.currentIndexChanged.connect(self._on_run_folder_chosen)
         self.model.setCurrentText(self.session.model_name)
         self._on_model_changed()
         self._on_device_changed()
@@ -193,10 +195,39 @@ class TrainWidget(QWidget):
         self._live["run"] = self.run
         self._fit_view = add_placeholders(self.viewer, run.model)
         self.plot.clear()
+        if run.resume:  # the curve so far, up to the checkpoint the run goes on from
+            self.show_record(run.out, until=_checkpoint_step(run.out) or 0)
         self._progress, self._losses, self._eta = "", "", RemainingTime()
         self.status.setText(f"starting: {run.model.name}/{run.model.task} -> {run.out}")
         self._set_running(True)
         worker.start()
+
+    def show_record(self, folder: str, until: int | None = None) -> dict | None:
+        """Draw a run folder's loss curve from its training record (``history.jsonl``) and
+        say where it stands; returns the record's summary, None when it has none."""
+        from napari_medgan.run_report import summary
+        from napari_medgan.training.history import read_history
+
+        records = [r for r in read_history(folder) if until is None or r["step"] <= until]
+        if not records:
+            return None
+        self.plot.clear()
+        for r in records:
+            if r["kind"] == "step":
+                self.plot.add(r["step"], {k: v for k, v in r["losses"].items() if v is not None})
+        self.plot.redraw()
+        return summary(records)
+
+    def _on_run_folder_chosen(self, *_) -> None:
+        """Choosing a run folder to resume shows its curve and where it stopped."""
+        if self.run is not None or self.start_from.currentIndex() != 2:
+            return
+        folder = self.init_path.path()
+        figures = self.show_record(folder) if folder else None
+        if figures:
+            self.status.setText(f"{folder}: {figures['model']} at step {figures['steps']} "
+                                f"({figures['ended']}, {format_duration(figures['training_seconds'])}"
+                                " of training)")
 
     def _on_pause(self) -> None:
         if self.run is None:
@@ -311,3 +342,14 @@ def _devices() -> list[str]:
     import torch
 
     return ["auto", "cpu"] + [f"cuda:{i}" for i in range(torch.cuda.device_count())]
+
+
+def _checkpoint_step(folder: str) -> int | None:
+    """The step of the checkpoint a resume of ``folder`` starts from (None: none yet)."""
+    from napari_medgan.training.checkpoint import CheckpointError, load_checkpoint
+
+    try:
+        step = load_checkpoint(folder).step
+    except (CheckpointError, OSError):
+        return None
+    return step if isinstance(step, int) else None

@@ -5,6 +5,8 @@ from __future__ import annotations
 import contextlib
 import errno
 import os
+import re
+import shutil
 import tempfile
 import threading
 from collections.abc import Callable, Iterator
@@ -19,6 +21,10 @@ _FULL_TEXTS = ("No space left", "StorageFull", "os error 28", "Disk quota exceed
                "QuotaExceeded")
 
 
+_LEFTOVER = re.compile(r"^\..+\.[A-Za-z0-9_]+\.part(\.[A-Za-z0-9]+)*$")  # see atomic_path
+_NEARLY_FULL = 1 << 20  # bytes free below which a failed write is put down to a full disk
+
+
 class DiskFullError(OSError):
     """A write failed because the disk (or the user's quota) is full; the temporary file was
     removed and what was there before is untouched. The message names the path and says
@@ -30,12 +36,21 @@ class DiskFullError(OSError):
         self.errno, self.path = errno.ENOSPC, Path(path)
 
 
-def is_disk_full(exc: BaseException) -> bool:
+def is_disk_full(exc: BaseException, where: str | Path | None = None) -> bool:
     """Whether ``exc`` says the disk or quota is full (ENOSPC/EDQUOT, or such text from a
-    library with its own exception type, e.g. safetensors' SafetensorError)."""
-    if isinstance(exc, OSError):
-        return exc.errno in _FULL_ERRNOS
-    return any(text in str(exc) for text in _FULL_TEXTS)
+    library with its own exception type, e.g. safetensors' SafetensorError). With ``where``,
+    a write that failed any other way while that filesystem has under 1 MiB free counts
+    too: SimpleITK reports a full disk as a RuntimeError with neither errno nor reason."""
+    if isinstance(exc, OSError) and exc.errno in _FULL_ERRNOS:
+        return True
+    if not isinstance(exc, OSError) and any(text in str(exc) for text in _FULL_TEXTS):
+        return True
+    if where is None or isinstance(exc, (OSError, ValueError)):
+        return False
+    try:
+        return shutil.disk_usage(where).free < _NEARLY_FULL
+    except OSError:
+        return False
 
 
 def default_mode(directory: bool = False) -> int:
@@ -72,12 +87,24 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
         os.chmod(tmp_path, default_mode())
         os.replace(tmp_path, path)
     except Exception as exc:
-        if is_disk_full(exc) and not isinstance(exc, DiskFullError):
+        if not isinstance(exc, DiskFullError) and is_disk_full(exc, path.parent):
             raise DiskFullError(path) from None
         raise
     finally:
         if tmp_path.exists():
             tmp_path.unlink()
+
+
+def remove_leftovers(folder: str | Path) -> list[Path]:
+    """Delete the temporary files :func:`atomic_path` left in ``folder`` when its process was
+    killed mid-write (``.<name>.<random>.part<suffix>``); only for a folder this process
+    owns (a locked run folder). Returns what was removed."""
+    removed = []
+    for entry in Path(folder).glob(".*.part*"):
+        if entry.is_file() and _LEFTOVER.match(entry.name):
+            entry.unlink(missing_ok=True)
+            removed.append(entry)
+    return removed
 
 
 def atomic_write(path: str | Path, write: Callable[[Path], object]) -> Path:

@@ -32,7 +32,12 @@ from torch import nn
 
 from napari_medgan import __version__
 from napari_medgan.config import RunConfig
-from napari_medgan.io.atomic import DiskFullError, atomic_write_text, is_disk_full
+from napari_medgan.io.atomic import (
+    DiskFullError,
+    atomic_write_text,
+    is_disk_full,
+    remove_leftovers,
+)
 from napari_medgan.tasks import TASKS
 from napari_medgan.training import events as ev
 from napari_medgan.training.device import (
@@ -50,6 +55,7 @@ from napari_medgan.training.distributed import (
     sync_batchnorm,
 )
 from napari_medgan.training.ema import make_ema, unwrap, update_ema
+from napari_medgan.training.history import HISTORY_FILE, History
 from napari_medgan.training.outputs import decode_samples
 
 
@@ -87,6 +93,9 @@ class Trainer:
         self.generator: nn.Module | None = None
         self.ema: nn.Module | None = None
         self._lock = None  # the run folder's lock, held by the writing rank while it runs
+        self.history = History(self.out, self.write)  # the training record (history.jsonl)
+        self._recording = False  # set once the record is trimmed to the resumed step
+        self._last_quality: float | None = None  # the figure of the last checkpoint written
 
     # ------------------------------------------------------------ run control
     def stop(self) -> None:
@@ -195,6 +204,7 @@ class Trainer:
                 self.step = int(st["step"])
                 self.divergences = int(st.get("divergences", 0))
                 restore_rng(st["rng"], {"data": self.rng})
+                self._begin_record()
                 yield ev.MessageEvent(self.step, "info",
                                       f"resumed from {source_ckpt.path} at step {self.step}")
             else:
@@ -219,6 +229,8 @@ class Trainer:
         if self.write:
             self.out.mkdir(parents=True, exist_ok=True)
             run.to_yaml(self.out / "config.yaml")
+        if not self._recording:
+            self._begin_record()
         # Fixed inputs for previews and for the checkpoint quality figure.
         fixed = np.random.default_rng(cfg.seed + 12345)
         gen = torch.Generator().manual_seed(cfg.seed + 12345)
@@ -240,6 +252,10 @@ class Trainer:
         self.validation: dict = {}
         self._best_ema: dict | None = None
         world = f", {self.dist.world_size} processes" if self.dist.enabled else ""
+        self.history.write("start", self.step, resumed=bool(run.resume), model=run.model.name,
+                           task=run.model.task, device=str(self.device),
+                           precision=str(self.amp_dtype or "fp32").split(".")[-1],
+                           processes=self.dist.world_size if self.dist.enabled else 1)
         yield ev.MessageEvent(
             self.step, "info",
             f"training {run.model.name}/{run.model.task} at {_shape_text(self.data.patch_shape)} on "
@@ -263,6 +279,8 @@ class Trainer:
         if not all_ranks_agree(refusal is None):
             raise TrainingError(refusal or f"{self.out}: run folder is in use by another "
                                 "training process; wait for it to finish or stop it")
+        if self._lock is not None:
+            remove_leftovers(self.out)  # e.g. a config.yaml half-written when it was killed
         if self._lock is not None and self._lock.stale:
             yield ev.MessageEvent(0, "warning", f"{self.out}: taking over from a training "
                                   f"process that ended without finishing "
@@ -559,7 +577,9 @@ class Trainer:
         or :class:`~napari_medgan.io.atomic.DiskFullError` saying how to resume). The run
         folder is locked from the start until the run ends, fails or is closed."""
         try:
-            yield from self._train()
+            for event in self._train():
+                self._record(event)
+                yield event
         except OSError as exc:
             if not is_disk_full(exc):
                 raise
@@ -571,6 +591,29 @@ class Trainer:
         finally:
             self._release_lock()
             release_memory(getattr(self, "device", None))
+
+    def _begin_record(self) -> None:
+        """Trim the record to the step the run (re)starts from; record from now on."""
+        self.history.begin(self.step)
+        self._recording = True
+
+    def _record(self, event: ev.Event) -> None:
+        """Put an event into ``history.jsonl`` (writing rank; from the start of the record)."""
+        if not self._recording:
+            return
+        write = self.history.write
+        if isinstance(event, ev.StepEvent) and event.losses:
+            write("step", event.step, losses=event.losses, lr_g=event.lr_g, lr_d=event.lr_d,
+                  seconds_per_step=round(event.seconds, 5))
+        elif isinstance(event, ev.PreviewEvent):
+            self.history.save_preview(event.step, event.volumes, event.labels)
+        elif isinstance(event, ev.CheckpointEvent):
+            write("checkpoint", event.step, name=Path(event.path).name, final=event.kind == "final",
+                  best=event.kind == "best", quality=self._last_quality)
+        elif isinstance(event, ev.MessageEvent) and event.level in ("info", "warning"):
+            write("message", event.step, level=event.level, text=event.text)
+        elif isinstance(event, ev.DoneEvent):
+            write("done", event.step, reason=event.reason)
 
     def _train(self) -> Iterator[ev.Event]:
         """The body of :meth:`run`: set up, step until done or stopped, save the final
@@ -721,7 +764,7 @@ class Trainer:
             val.update(best=score, best_step=self.step)
             self._best_ema = {k: v.detach().clone() for k, v in self.ema.state_dict().items()}
         val.update(last=score, last_step=self.step)
-        self._log({"step": self.step, "validation_l1": score})
+        self.history.write("validation", self.step, validation_l1=score)
         return ev.MessageEvent(
             self.step, "progress",
             f"validation L1 {score:.4f} (best {val['best']:.4f} at step {val['best_step']})")
@@ -762,7 +805,7 @@ class Trainer:
                 metric=metric,
                 final=(kind == "final"),
             )
-            self._log({"step": self.step, "checkpoint": str(path), "quality": metric})
+            self._last_quality = metric
             yield ev.CheckpointEvent(self.step, str(path), kind)
             if self.manager.best_metric != best_before:
                 yield ev.CheckpointEvent(self.step, str(self.manager.directory / "best"), "best")
@@ -790,12 +833,6 @@ class Trainer:
             "grad_scalers": [self.scalers[id(o)].state_dict() for o in (self.opt_g, self.opt_d)],
         }
 
-    def _log(self, record: dict) -> None:
-        if not self.write:
-            return
-        with open(self.out / "log.jsonl", "a") as fh:
-            fh.write(json.dumps(record) + "\n")
-
 
 def _speed_text(fmt: str, compiled: bool, tuned: bool) -> str:
     return fmt + ("+compile" if compiled else "") + ("+cudnn.benchmark" if tuned else "")
@@ -813,7 +850,8 @@ def refuse_used_folder(out: Path) -> None:
     written there would mix its checkpoints, ``latest.json`` and ``config.yaml`` with the
     old one's, and a later load could pick up either model."""
     out = Path(out)
-    used = [name for name in ("config.yaml", "checkpoints", "log.jsonl") if (out / name).exists()]
+    used = [name for name in ("config.yaml", "checkpoints", HISTORY_FILE, "log.jsonl")
+            if (out / name).exists()]
     if used:
         raise ValueError(f"{out}: already holds a run ({', '.join(used)}); resume it "
                          "(--resume / Start from: resume) or choose a new run folder")

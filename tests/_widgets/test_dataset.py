@@ -71,3 +71,24 @@ def test_phantom_description_runs_in_a_thread(make_napari_viewer, qtbot):
     widget._on_describe()
     qtbot.waitUntil(lambda: "phantom" in widget.info.toPlainText(), timeout=30_000)
     assert "shape (16, 16, 16)" in widget.info.toPlainText()
+
+
+def test_a_hostile_file_in_the_folder_is_one_notification(make_napari_viewer, qtbot, tmp_path,
+                                                          notifications):
+    import gzip
+
+    import nibabel as nib
+
+    header = nib.Nifti1Header()
+    header.set_data_shape((20000, 20000, 20000))
+    header.set_data_dtype(np.float32)
+    (tmp_path / "scans").mkdir()
+    bomb = tmp_path / "scans" / "huge.nii.gz"
+    bomb.write_bytes(gzip.compress(header.binaryblock + b"\0" * 4096))
+    widget = _open(make_napari_viewer())
+    widget.source.setCurrentText("folder")
+    widget.folder.set_path(str(tmp_path / "scans"))
+    widget._on_describe()
+    qtbot.waitUntil(lambda: bool(error_messages(notifications)), timeout=30_000)
+    (error,) = error_messages(notifications)
+    assert "huge.nii.gz: header claims 20000x20000x20000 voxels" in error and "\n" not in error

@@ -110,6 +110,47 @@ def test_bad_checkpoint_is_reported_and_widget_stays_usable(make_napari_viewer, 
     assert widget.synthetic and widget.synthetic[0] in viewer.layers
 
 
+def _damaged_copy(run, target, edit_state=None, poison=False):
+    """A copy of ``run``'s latest checkpoint with its state edited or its EMA weights NaN."""
+    import json
+    import shutil
+
+    import safetensors.torch
+
+    from napari_medgan.training.checkpoint import load_checkpoint
+
+    shutil.copytree(load_checkpoint(run).path, target)
+    doc = json.loads((target / "state.json").read_text())
+    if edit_state:
+        edit_state(doc["state"])
+    if poison:
+        weights = safetensors.torch.load_file(target / "weights.safetensors")
+        for key in weights:
+            if key.startswith("ema.") and weights[key].is_floating_point():
+                weights[key].fill_(float("nan"))
+        safetensors.torch.save_file(weights, target / "weights.safetensors")
+        doc["weights_bytes"] = (target / "weights.safetensors").stat().st_size
+    (target / "state.json").write_text(json.dumps(doc))
+    return target
+
+
+@pytest.mark.parametrize(("damage", "said"), [
+    (dict(poison=True), "holds NaN or infinite weights"),
+    (dict(edit_state=lambda s: s["model_config"].update(channels=100000)), "model.channels"),
+    (dict(edit_state=lambda s: s.pop("geometry")), "state has no 'geometry' field"),
+])
+def test_a_damaged_checkpoint_is_one_notification_naming_it(
+        make_napari_viewer, qtbot, tmp_path, notifications, trained_checkpoint, damage, said):
+    viewer = make_napari_viewer()
+    widget = _open(viewer)
+    bad = _damaged_copy(trained_checkpoint, tmp_path / "bad", **damage)
+    widget.checkpoint.set_path(str(bad))
+    _synthesize(qtbot, widget)
+    errors = error_messages(notifications)
+    assert len(errors) == 1 and str(bad) in errors[0] and said in errors[0], errors
+    assert not widget.synthetic and len(viewer.layers) == 0
+
+
 def test_side_by_side_needs_a_reference(make_napari_viewer, notifications):
     widget = _open(make_napari_viewer())
     widget._on_side_by_side(True)

@@ -229,3 +229,20 @@ def test_resuming_a_folder_another_process_trains_is_one_notification(
     assert errors[0].startswith(f"Training failed: {run}: run folder is in use by another "
                                 f"training process (pid {holder.pid} ")
     assert widget.start_btn.isEnabled()
+
+
+def test_choosing_a_run_folder_to_resume_shows_its_curve(make_napari_viewer, tmp_path,
+                                                         tiny_run):
+    from napari_medgan.training.trainer import Trainer
+
+    for _ in Trainer(tiny_run(tmp_path / "run", steps=6, log_every=1)).run():
+        pass
+    widget = _open(make_napari_viewer(), "Train GAN")
+    widget.start_from.setCurrentIndex(2)  # resume run folder
+    widget.init_path.set_path(str(tmp_path / "run"))
+    steps, values = widget.plot.data["G"]
+    assert steps == [1, 2, 3, 4, 5, 6] and all(np.isfinite(values))
+    assert widget.status.text().startswith(f"{tmp_path / 'run'}: dcgan3d/synthesis at step 6 "
+                                           "(finished")
+    widget.show_record(str(tmp_path / "run"), until=3)  # as a resume from step 3 draws it
+    assert widget.plot.data["G"][0] == [1, 2, 3]

@@ -70,8 +70,8 @@ def _check_what_a_kill_left(run: Path) -> None:
         assert load_checkpoint(folder / name).path == folder / name
     if any(p.is_dir() for p in visible):
         load_checkpoint(run)
-    if (run / "log.jsonl").exists():  # every record whole
-        for line in (run / "log.jsonl").read_text().splitlines():
+    if (run / "history.jsonl").exists():  # every record whole, bar one cut off by the kill
+        for line in (run / "history.jsonl").read_text().splitlines()[:-1]:
             json.loads(line)
 
 
@@ -112,6 +112,15 @@ def _kill_and_resume(tmp_path: Path, tiny_run, kills: int, seed: int) -> None:
     visible = [p for p in run.rglob("*") if not any(part.startswith(".") for part in
                                                     p.relative_to(run).parts)]
     assert not [p for p in visible if ".part" in p.name or "tmp-" in p.name]
+    # the record has every step once, however often the run was killed
+    from napari_medgan.training.history import read_history
+
+    records = read_history(run)
+    logged = [r["step"] for r in records if r["kind"] == "step"]
+    assert logged == list(range(1, steps + 1)), logged  # a read at every checkpoint (each step)
+    assert [r["step"] for r in records if r["kind"] == "done"] == [steps]
+    elapsed = [r["elapsed"] for r in records]
+    assert elapsed == sorted(elapsed)  # the training time adds up across the resumes
 
 
 def test_a_run_killed_before_its_first_checkpoint_resumes_from_step_0(tmp_path, tiny_run):

@@ -70,3 +70,28 @@ def test_a_full_disk_while_writing_a_volume_keeps_the_old_file(tmp_path, monkeyp
     with pytest.raises(DiskFullError, match=rf"^{target}: not written, the disk is full"):
         save_volume(Volume(np.ones((4, 4, 4), np.float32)), target)
     assert target.read_bytes() == before and os.listdir(tmp_path) == ["v.nii.gz"]
+
+
+@pytest.mark.parametrize(("free", "raised"), [(0, "DiskFullError"), (10**12, "RuntimeError")])
+def test_simpleitk_write_failure_on_a_nearly_full_disk_is_a_full_disk(tmp_path, monkeypatch,
+                                                                      free, raised):
+    """SimpleITK reports ENOSPC as a bare RuntimeError: the free space decides."""
+    import shutil
+    from collections import namedtuple
+
+    import SimpleITK as sitk
+
+    from napari_medgan.io.atomic import DiskFullError
+
+    def write(image, filename, *args, **kwargs):
+        with open(filename, "wb") as fh:
+            fh.write(b"NRRD0004\n")
+        raise RuntimeError("Exception thrown in SimpleITK ImageFileWriter_Execute: ITK ERROR")
+
+    usage = namedtuple("usage", "total used free")
+    monkeypatch.setattr(sitk, "WriteImage", write)
+    monkeypatch.setattr(shutil, "disk_usage", lambda where: usage(10**12, 10**12 - free, free))
+    expected = DiskFullError if raised == "DiskFullError" else RuntimeError
+    with pytest.raises(expected) as info:
+        save_volume(Volume(np.ones((4, 4, 4), np.float32)), tmp_path / "v.nrrd")
+    assert type(info.value).__name__ == raised and os.listdir(tmp_path) == []

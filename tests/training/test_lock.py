@@ -122,3 +122,16 @@ def test_cli_resume_of_a_folder_still_training_exits_2_then_resumes_after_kill(
     err = capsys.readouterr().err
     assert f"(pid {proc.pid} on host" in err and f"step {step + 2}/{step + 2}" in err
     assert load_checkpoint(run).step == step + 2 and not (run / LOCK_FILE).exists()
+
+
+def test_temporary_files_of_a_killed_write_are_cleaned_when_the_run_resumes(tmp_path, tiny_run):
+    import dataclasses
+
+    run = tiny_run(tmp_path / "run", steps=2)
+    for _ in Trainer(run).run():
+        pass
+    leftover = tmp_path / "run" / ".config.yaml.k2x9q1ab.part.yaml"  # as atomic_path names it
+    leftover.write_text("half a config")
+    for _ in Trainer(dataclasses.replace(run, resume=True)).run():
+        pass
+    assert not leftover.exists() and (tmp_path / "run" / "config.yaml").is_file()
