@@ -1,4 +1,5 @@
-"""npe2 reader: NIfTI, NRRD, MetaImage and DICOM series as geometry-true napari layers.
+"""npe2 readers: NIfTI, NRRD, MetaImage and DICOM series as geometry-true napari layers; model
+bundles (folder or ``.zip``) into the Synthesize & Compare dock.
 
 Layers are placed in LPS millimetres (world axes z, y, x) by
 :meth:`Volume.to_layer_kwargs`; the exact geometry also travels in the layer
@@ -34,6 +35,34 @@ def napari_get_reader(path: str | Sequence[str]) -> Callable[..., list[LayerData
     if not paths or not all(isinstance(p, (str, Path)) and is_supported_path(p) for p in paths):
         return None
     return read_volumes
+
+
+def napari_get_bundle_reader(path: str | Sequence[str]) -> Callable[..., list] | None:
+    """Return :func:`open_bundle` for a model bundle (a folder or ``.zip`` written by
+    ``napari-medgan export-model``), else None. A bundle holds a model, not an image: it
+    opens in the Synthesize & Compare dock instead of becoming a layer."""
+    from napari_medgan.training.bundle import is_bundle
+
+    if not isinstance(path, (str, Path)) or not is_bundle(path):
+        return None
+    return open_bundle
+
+
+def open_bundle(path: str | Sequence[str]) -> list:
+    """Load the bundle at ``path`` into the current viewer's Synthesize & Compare dock
+    (opened when needed) and return ``[(None,)]``: napari's sign of a read that succeeded
+    without adding layers."""
+    import napari
+
+    from napari_medgan._widgets._synthesize import open_model_in_dock
+
+    path = path if isinstance(path, (str, Path)) else path[0]
+    viewer = napari.current_viewer()
+    if viewer is None or getattr(viewer, "window", None) is None:
+        raise ValueError(f"{path}: a model bundle opens in the Synthesize & Compare dock of a "
+                         "napari window; none is open")
+    open_model_in_dock(viewer, path)
+    return [(None,)]
 
 
 def _contrast_limits(volume: Volume) -> tuple[float, float]:

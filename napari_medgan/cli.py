@@ -1,6 +1,7 @@
 """The ``napari-medgan`` command line: the same engine as the napari widgets, headless.
 
-Subcommands: ``train``, ``generate``, ``evaluate``, ``export-dataset``, ``demo``.
+Subcommands: ``train``, ``generate``, ``evaluate``, ``export-dataset``, ``export-model``,
+``demo``.
 Bad input exits with status 2 and one line on stderr; tracebacks are for bugs.
 Multi-process: ``torchrun --nproc_per_node=K -m napari_medgan train ...``.
 """
@@ -53,10 +54,12 @@ def build_parser() -> argparse.ArgumentParser:
     g = t.add_argument_group("run")
     g.add_argument("--out", type=Path, help="run directory (config, checkpoints, log)")
     g.add_argument("--resume", action="store_true", help="continue the run in --out")
-    g.add_argument("--init", type=Path, help="fine-tune from this checkpoint or run directory")
+    g.add_argument("--init", type=Path,
+                   help="fine-tune from this checkpoint, run directory or model bundle")
 
     gen = sub.add_parser("generate", help="synthesize volumes from a trained model")
-    gen.add_argument("checkpoint", type=Path, help="run directory or checkpoint directory")
+    gen.add_argument("checkpoint", type=Path,
+                     help="run directory, checkpoint directory or model bundle (folder or .zip)")
     gen.add_argument("--n", type=int, default=4, help="number of volumes (unconditional models)")
     gen.add_argument("--seed", type=int, default=0, help="sampling seed")
     gen.add_argument("--out", type=Path, required=True, help="output folder for NIfTI files")
@@ -83,6 +86,10 @@ def build_parser() -> argparse.ArgumentParser:
     from napari_medgan.export import add_export_parser
 
     add_export_parser(sub)
+
+    from napari_medgan.export_model import add_export_model_parser
+
+    add_export_model_parser(sub)
 
     d = sub.add_parser("demo", help="the main job: train on the phantom, synthesize, compare")
     d.add_argument("--out", type=Path, default=Path("runs/demo"))
@@ -228,6 +235,12 @@ def cmd_export(args: argparse.Namespace) -> int:
     return cmd_export_dataset(args)
 
 
+def cmd_export_model(args: argparse.Namespace) -> int:
+    from napari_medgan.export_model import cmd_export_model as export
+
+    return export(args)
+
+
 def cmd_report(args: argparse.Namespace) -> int:
     import json
 
@@ -242,7 +255,8 @@ def cmd_report(args: argparse.Namespace) -> int:
 
 
 COMMANDS = {"train": cmd_train, "generate": cmd_generate, "evaluate": cmd_evaluate,
-            "export-dataset": cmd_export, "demo": cmd_demo, "report": cmd_report}
+            "export-dataset": cmd_export, "export-model": cmd_export_model,
+            "demo": cmd_demo, "report": cmd_report}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -84,15 +84,12 @@ def _describe_source(item: Any) -> str | None:
     return str(item) if not isinstance(item, Volume) else item.source
 
 
-def _label_map(label_names: Any, num_classes: int, phantom: bool) -> dict[int, str]:
-    """int value -> name, background first (``label_names``: list or dict)."""
+def _label_map(label_names: Any, num_classes: int, segments: list | None) -> dict[int, str]:
+    """int value -> name, background first: ``label_names`` (list or dict) when given, else
+    the model's segment names (:func:`~napari_medgan.training.inference.model_segments`)."""
     if label_names is None:
-        if phantom:
-            from napari_medgan.data.phantom import PHANTOM_LABELS
-
-            names = {i: PHANTOM_LABELS.get(i, f"label_{i}") for i in range(num_classes)}
-        else:
-            names = {i: f"label_{i}" for i in range(num_classes)}
+        names = {0: "background", **{int(s["value"]): str(s["name"]) for s in segments or []}}
+        names.update({i: f"label_{i}" for i in range(num_classes) if i not in names})
     elif isinstance(label_names, Mapping):
         names = {int(k): str(v) for k, v in label_names.items()}
         names.setdefault(0, "background")
@@ -146,15 +143,6 @@ def _prepare_pair(case: str, image: Volume, label: Volume,
     image = image.with_array(np.asarray(image.array), is_label=False, meta=meta)
     label = image.with_array(lab, is_label=True, meta=meta)
     return image, label
-
-
-def _read_state(loaded) -> dict:
-    from napari_medgan.training.checkpoint import STATE_FILE
-
-    try:
-        return json.loads((Path(loaded.path) / STATE_FILE).read_text()).get("state", {})
-    except (OSError, ValueError):
-        return {}
 
 
 def pairs_refusal(model) -> str | None:
@@ -241,8 +229,9 @@ def export_nnunet_dataset(
         Real cases to mix in, paired in order (sorted file names for folders); copied with
         their geometry.
     label_names : list or dict, optional
-        Class names (``{1: "tumour"}`` or ``["tumour"]``); default: the phantom's names for
-        models trained on the phantom, else ``label_1``, ``label_2`` ...
+        Class names (``{1: "tumour"}`` or ``["tumour"]``); default: the model's segment
+        names (those of its training label maps, the phantom's tissues for a phantom run,
+        else ``Segment_1``, ``Segment_2`` ...).
     channel_name : str, optional
         ``channel_names["0"]``; default from the model's intensity preset (``CT``, ``MR``...).
     file_ending : str
@@ -282,9 +271,7 @@ def export_nnunet_dataset(
     conditions = _expand(conditions, "conditions")
 
     loaded = load_generator(checkpoint, device=device)
-    state = _read_state(loaded)
-    phantom = state.get("run_config", {}).get("data", {}).get("source") == "phantom"
-    names = _label_map(label_names, int(loaded.model.num_classes), phantom)
+    names = _label_map(label_names, int(loaded.model.num_classes), loaded.segments)
     allowed = set(names)
     preset = getattr(loaded.output_normalizer, "preset", "none")
     channel = channel_name or PRESET_CHANNEL_NAMES.get(preset, "zscore")

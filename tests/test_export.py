@@ -239,3 +239,37 @@ def test_cli_export_dataset(joint_run, tmp_path, capsys):
     args.real_labels = tmp_path
     with pytest.raises(ExportError, match="go together"):
         cmd_export_dataset(args)
+
+
+def test_segment_names_of_the_training_label_maps_reach_dataset_json(tmp_path):
+    """Label maps from 3D Slicer (.seg.nrrd) name their segments: the model keeps the names in
+    its checkpoint, and the nnU-Net dataset it exports uses them."""
+    from napari_medgan.config import DataConfig, ModelConfig, RunConfig, TrainConfig
+    from napari_medgan.training.trainer import Trainer
+
+    names = {value: f"structure {value}" for value in range(1, max(PHANTOM_LABELS) + 1)}
+    for i in range(3):
+        image, labels = make_head_phantom((16, 16, 16), seed=i)
+        save_volume(image, tmp_path / "img" / f"case{i}.nii.gz")
+        labels.meta["segments"] = [{"value": v, "name": n, "color": [0.5, 0.5, 0.5]}
+                                   for v, n in names.items()]
+        save_volume(labels, tmp_path / "lab" / f"case{i}.seg.nrrd")
+    run = RunConfig(
+        data=DataConfig(source=str(tmp_path / "img"), labels=str(tmp_path / "lab")),
+        model=ModelConfig(name="dcgan3d", task="joint", patch_size=16, channels=8, latent_dim=16),
+        train=TrainConfig(memory_check="off", steps=1, batch_size=2, device="cpu"),
+        out=str(tmp_path / "run"))
+    list(Trainer(run).run())
+    export_nnunet_dataset(tmp_path / "raw", checkpoint=tmp_path / "run", n=2, device="cpu")
+    meta = json.loads(next((tmp_path / "raw").glob("*/dataset.json")).read_text())
+    assert meta["labels"] == {"background": 0, **{n: v for v, n in names.items()}}
+    # ... and so does a bundle of it, and the label maps it draws (napari, .seg.nrrd)
+    from napari_medgan.export_model import export_model
+    from napari_medgan.training.inference import generate, load_generator
+
+    export_model(tmp_path / "run", tmp_path / "head.zip")
+    loaded = load_generator(tmp_path / "head.zip", device="cpu")
+    assert {s["value"]: s["name"] for s in loaded.segments} == names
+    _, (labels,) = generate(loaded, 1)
+    written = load_volume(save_volume(labels, tmp_path / "drawn.seg.nrrd"))
+    assert [s["name"] for s in written.meta["segments"]] == list(names.values())

@@ -41,6 +41,8 @@ SYNTHETIC_KEY = "medgan_synthetic"
 #: Field of a baseline layer's ``SYNTHETIC_KEY`` tag naming the classical method. The tag keeps
 #: baselines out of the real sets (set metrics, reader study); they are never in ``synthetic``.
 BASELINE_FIELD = "baseline"
+MODEL_TIP = ("A run folder, a checkpoint folder, or a model bundle (a folder or .zip written "
+             "by napari-medgan export-model); dropping a bundle on the viewer opens it here")
 BASELINE_TIP = "Also run the classical method this model's task replaces on the condition, " \
                "show it as a layer and score it like the model"
 
@@ -61,10 +63,11 @@ class SynthesizeWidget(QWidget):
         self.synthetic: list[str] = []  # layer names from the last synthesis (model output)
         self.baselines: list[str] = []  # classical-baseline layer names, same synthesis
         self._hidden: list[str] = []  # layers hidden by "Side by side", shown again after
-        self.checkpoint = PathPicker("file_or_dir", "checkpoint or run folder",
-                                     "Checkpoints (*.safetensors *.json)")
+        self.checkpoint = PathPicker("file_or_dir", "run folder, checkpoint or model bundle",
+                                     "Checkpoints and model bundles (*.safetensors *.json *.zip)")
+        self.checkpoint.setToolTip(MODEL_TIP)
         self.checkpoint.edit.editingFinished.connect(self._on_checkpoint_changed)
-        self.model_info = QLabel("no checkpoint loaded")
+        self.model_info = QLabel("no model loaded")
         self.count, self.seed = spin(1, 64, 2), spin(0, 2**31 - 1, 0)
         self.reference = LayerCombo(("image",), none="(checkpoint reference)")
         self.condition = LayerCombo(("labels", "image"))
@@ -73,7 +76,7 @@ class SynthesizeWidget(QWidget):
         self.show_baseline.setChecked(True)
         self.show_baseline.setToolTip(BASELINE_TIP)
         self.form = form = QFormLayout()
-        for label, w in (("Checkpoint", self.checkpoint), ("", self.model_info),
+        for label, w in (("Model", self.checkpoint), ("", self.model_info),
                          ("Samples", self.count), ("Seed", self.seed),
                          ("Real reference", self.reference), ("Condition", self.condition),
                          ("Inpaint mask", self.mask), ("", self.show_baseline)):
@@ -151,7 +154,7 @@ class SynthesizeWidget(QWidget):
         path = self.checkpoint.path()
         try:
             if not path:
-                raise ValueError("checkpoint: choose a checkpoint or a run folder")
+                raise ValueError("model: choose a run folder, a checkpoint or a model bundle")
             names = (self.reference.layer_name(), self.condition.layer_name(),
                      self.mask.layer_name())
             ref, cond, mask = (layer_to_volume(self.viewer.layers[n]) if n else None
@@ -304,6 +307,17 @@ class SynthesizeWidget(QWidget):
             return
         self.status.setText(f"saved {len(paths)} synthetic volume(s) and synthetic.json "
                             f"to {folder}")
+
+
+def open_model_in_dock(viewer, path) -> SynthesizeWidget:
+    """Show the Synthesize & Compare dock of ``viewer`` (added when it is not there yet) and
+    start loading the model at ``path`` into it: what dropping a model bundle on the viewer
+    does (:func:`napari_medgan._reader.napari_get_bundle_reader`)."""
+    dock, widget = viewer.window.add_plugin_dock_widget("napari-medgan", "Synthesize & Compare")
+    dock.show()
+    dock.raise_()
+    widget.checkpoint.set_path(str(path))
+    return widget
 
 
 def _load(path: str):

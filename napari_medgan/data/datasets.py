@@ -610,10 +610,15 @@ def build_training_data(run: Any, images: list[Volume] | None = None,
     if task in CONDITIONAL_TASKS and float(data.val_fraction) > 0:
         validation = hold_out(norm_images, label_arrays, norm_targets, float(data.val_fraction),
                               p, model)
-    return TrainingData(task, model, norm_images, label_arrays, norm_targets, normalizer,
-                        target_normalizer, reference, num_classes, data.foreground_fraction,
-                        [v.source or f"volume_{i}" for i, v in enumerate(images)], data.flip,
-                        validation)
+    training = TrainingData(task, model, norm_images, label_arrays, norm_targets, normalizer,
+                            target_normalizer, reference, num_classes, data.foreground_fraction,
+                            [v.source or f"volume_{i}" for i, v in enumerate(images)], data.flip,
+                            validation)
+    # names and colours of the label values (a Slicer .seg.nrrd, napari layer features): they
+    # travel with the model into its checkpoint, bundles and exported datasets
+    training.segments = next((list(v.meta["segments"]) for v in labels or []
+                              if v.meta.get("segments")), None)
+    return training
 
 
 #: Volumes that give a validation slab (the rest train whole).

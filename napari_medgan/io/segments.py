@@ -88,6 +88,29 @@ def segments_to_header(segments: list[Mapping], shape_zyx: tuple[int, int, int])
     return fields
 
 
+def class_segments(num_classes: int, known: object = None,
+                   names: Mapping[int, str] | None = None) -> list[dict]:
+    """One segment for each label value ``1 .. num_classes - 1``: from ``known`` (a list of
+    segments, e.g. a checkpoint's; malformed entries are ignored, as it may be damaged),
+    else named from ``names``, else the default name and colour."""
+    found: dict[int, dict] = {}
+    for entry in known if isinstance(known, list) else []:
+        try:
+            value, name = int(entry["value"]), str(entry["name"])
+            color = [float(c) for c in entry["color"]][:3]
+        except (TypeError, KeyError, ValueError):
+            continue
+        if 0 < value < num_classes and len(color) == 3:
+            found[value] = {"value": value, "name": name, "color": color}
+    out = []
+    for value in range(1, int(num_classes)):
+        segment = found.get(value) or default_segment(value)
+        if value not in found and names and value in names:
+            segment["name"] = str(names[value])
+        out.append(segment)
+    return out
+
+
 def label_names(segments: Iterable[Mapping]) -> dict[int, str]:
     """``{value: name}`` with background 0 (for nnU-Net's ``dataset.json`` and tooltips)."""
     return {0: "background", **{int(s["value"]): str(s["name"]) for s in segments}}

@@ -159,16 +159,18 @@ def _remove_tree(path: Path) -> None:
     shutil.rmtree(hidden, ignore_errors=True)
 
 
-def _write_dir(target: Path, fill: Callable[[Path], None]) -> None:
+def _write_dir(target: Path, fill: Callable[[Path], None], clean: bool = True) -> None:
     """Let ``fill`` populate a hidden sibling directory, then rename it onto ``target``.
 
     An existing ``target`` is moved aside first (directories cannot be renamed over
     non-empty ones portably) and deleted once the new one is in place. A full disk raises
     :class:`~napari_medgan.io.atomic.DiskFullError` naming ``target``, with ``target`` as
-    it was before.
+    it was before. ``clean``: first remove the leftovers of interrupted saves in the
+    parent folder (a checkpoints folder; not a folder of the user's, e.g. for a bundle).
     """
     target.parent.mkdir(parents=True, exist_ok=True)
-    _clean_leftovers(target.parent)
+    if clean:
+        _clean_leftovers(target.parent)
     tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.tmp-", dir=target.parent))
     try:
         os.chmod(tmp, default_mode(directory=True))  # mkdtemp's 0700 -> what the umask allows
@@ -553,16 +555,22 @@ def _sniff(path: Path) -> None:
         raise _refuse(path)
 
 
-def _read_state(path: Path) -> dict:
+def parse_json(data: bytes, where: Path) -> Any:
+    """JSON from ``data`` (read from ``where``); CheckpointError naming it when it is not
+    UTF-8, not JSON, or nested too deeply to parse."""
     try:
-        doc = json.loads(path.read_text(encoding="utf-8"))
+        return json.loads(data.decode("utf-8"))
     except UnicodeDecodeError:
-        raise CheckpointError(f"{path}: invalid JSON (not UTF-8 text)") from None
+        raise CheckpointError(f"{where}: invalid JSON (not UTF-8 text)") from None
     except json.JSONDecodeError as exc:
-        raise CheckpointError(f"{path}: invalid JSON ({exc.msg} at line {exc.lineno}, "
+        raise CheckpointError(f"{where}: invalid JSON ({exc.msg} at line {exc.lineno}, "
                               f"column {exc.colno})") from None
     except RecursionError:
-        raise CheckpointError(f"{path}: not a checkpoint state (JSON nested too deeply)") from None
+        raise CheckpointError(f"{where}: invalid JSON (nested too deeply)") from None
+
+
+def _read_state(path: Path) -> dict:
+    doc = parse_json(path.read_bytes(), path)
     if not isinstance(doc, dict) or doc.get("format") != FORMAT:
         raise CheckpointError(f"{path}: not a napari-medgan checkpoint state ('format' is not "
                               f"{FORMAT!r})")

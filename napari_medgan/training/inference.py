@@ -29,19 +29,21 @@ class LoadedModel:
     path: Path
     step: int
     device: torch.device
+    segments: list[dict] | None = None  # names and colours of the label values (see below)
 
     @property
     def output_normalizer(self):
         return self.target_normalizer or self.normalizer
 
 
-def load_generator(path: str | Path, device: str = "auto") -> LoadedModel:
-    """Load the EMA generator of a run directory or checkpoint (safetensors + JSON only)."""
+def read_model_state(ckpt) -> tuple[ModelConfig, int, object, object | None, Volume]:
+    """``(model config, step, normalizer, target normalizer or None, reference)`` of a loaded
+    :class:`~napari_medgan.training.checkpoint.Checkpoint` (or model bundle), each field
+    checked: CheckpointError with one line naming the file and the field otherwise. The
+    one validation of what sampling needs, shared by loading and ``export-model``."""
     from napari_medgan.io.preprocess import Normalizer
-    from napari_medgan.models import build_generator
-    from napari_medgan.training.checkpoint import CheckpointError, load_checkpoint
+    from napari_medgan.training.checkpoint import CheckpointError
 
-    ckpt = load_checkpoint(path)
     model = ckpt.model_config()
     step = ckpt.require("step", int)
     if step < 0:
@@ -59,13 +61,46 @@ def load_generator(path: str | Path, device: str = "auto") -> LoadedModel:
     target = (parsed("target_normalizer", Normalizer.from_dict)
               if ckpt.state.get("target_normalizer") is not None else None)
     reference = parsed("geometry", reference_from_state)
+    return model, step, normalizer, target, reference
+
+
+def model_segments(state: dict, model: ModelConfig) -> list[dict] | None:
+    """Names and colours of a model's label values: those of the label maps it was trained
+    on (``segments`` in its state: a Slicer ``.seg.nrrd``, napari layer features), else the
+    phantom's tissues for a phantom run, else default names; None for a model without label
+    maps. The one naming rule for napari layers, ``.seg.nrrd`` outputs, bundles and
+    exported datasets."""
+    from napari_medgan.io.segments import class_segments
+
+    task = TASKS[model.task]
+    if not (task.outputs_labels or task.condition == "labels") or model.num_classes < 2:
+        return None
+    run = state.get("run_config")
+    data = run.get("data") if isinstance(run, dict) else None
+    names = None
+    if isinstance(data, dict) and data.get("source") == "phantom":
+        from napari_medgan.data.phantom import PHANTOM_LABELS
+
+        names = PHANTOM_LABELS
+    return class_segments(int(model.num_classes), state.get("segments"), names)
+
+
+def load_generator(path: str | Path, device: str = "auto") -> LoadedModel:
+    """Load the EMA generator of a run directory, checkpoint or model bundle (folder or
+    ``.zip``, :mod:`napari_medgan.training.bundle`); safetensors + JSON only."""
+    from napari_medgan.models import build_generator
+    from napari_medgan.training.bundle import load_checkpoint_or_bundle
+
+    ckpt = load_checkpoint_or_bundle(path)
+    model, step, normalizer, target, reference = read_model_state(ckpt)
     gen = ckpt.build_module("ema", lambda: build_generator(model))
     dev = resolve_device(device)
     if dev.type == "cpu":
         torch.set_flush_denormal(True)  # denormals slow CPU inference many times over
+    source = ckpt.meta.get("bundle") or ckpt.path  # a bundle is named by its folder or zip
     return LoadedModel(generator=gen.to(dev).eval(), model=model, normalizer=normalizer,
-                       target_normalizer=target, reference=reference, path=Path(ckpt.path),
-                       step=step, device=dev)
+                       target_normalizer=target, reference=reference, path=Path(source),
+                       step=step, device=dev, segments=model_segments(ckpt.state, model))
 
 
 @torch.no_grad()
@@ -92,6 +127,8 @@ def generate(loaded: LoadedModel, n: int, seed: int = 0, reference: Volume | Non
         imgs, labs, _ = decode_samples(out, loaded.model, loaded.output_normalizer, reference)
         for i, v in enumerate(imgs):
             v.source = f"synthetic_{start + i:03d}"
+        for v in labs:  # named label values: napari layers, .seg.nrrd files
+            v.meta["segments"] = [dict(s) for s in loaded.segments or []]
         images += imgs
         labels += labs
     return images, labels

@@ -125,7 +125,8 @@ class Trainer:
         from napari_medgan.data.augment import DiffAugment3D
         from napari_medgan.data.datasets import build_training_data
         from napari_medgan.models import build_discriminator, build_generator
-        from napari_medgan.training.checkpoint import CheckpointManager, load_checkpoint
+        from napari_medgan.training.bundle import load_checkpoint_or_bundle
+        from napari_medgan.training.checkpoint import CheckpointManager
 
         run, cfg = self.config, self.config.train
         self.device = resolve_device(cfg.device, self.dist.local_rank)
@@ -150,8 +151,8 @@ class Trainer:
         else:
             refuse_used_folder(self.out)
             barrier()  # every rank has looked before the writing rank writes config.yaml
-            if run.init:
-                source_ckpt = load_checkpoint(run.init)
+            if run.init:  # a checkpoint, a run folder or a model bundle (training/bundle.py)
+                source_ckpt = load_checkpoint_or_bundle(run.init)
         if source_ckpt is not None:
             # The architecture comes from the checkpoint, not from the flags.
             run.model = source_ckpt.model_config()
@@ -190,7 +191,8 @@ class Trainer:
 
         if source_ckpt is not None:
             source_ckpt.load_module("generator", self.G)
-            source_ckpt.load_module("discriminator", self.D)
+            if run.resume or "discriminator" in source_ckpt.module_names:
+                source_ckpt.load_module("discriminator", self.D)  # a bundle has none: D anew
             source_ckpt.load_module("ema", self.ema)
             if run.resume:
                 from napari_medgan.training.rng import restore_rng
@@ -829,6 +831,7 @@ class Trainer:
             "target_normalizer": data.target_normalizer.to_dict() if data.target_normalizer else None,
             "geometry": {**ref.geometry_dict(), "shape": list(ref.shape)},
             "num_classes": int(self.config.model.num_classes),
+            "segments": getattr(data, "segments", None),
             "validation": dict(getattr(self, "validation", {})),
             "grad_scalers": [self.scalers[id(o)].state_dict() for o in (self.opt_g, self.opt_d)],
         }
