@@ -176,9 +176,18 @@ def cmd_generate(args: argparse.Namespace) -> int:
     from napari_medgan.io import load_volume, save_volume, volume_stem
     from napari_medgan.training.inference import generate, load_generator, synthesize_from
 
+    from tqdm import tqdm
+
     loaded = load_generator(args.checkpoint, device=args.device)
     args.out.mkdir(parents=True, exist_ok=True)
     written = []
+    bar = tqdm(desc="synthesizing", unit="window batch" if loaded.model.conditional else
+               "volume", disable=None, leave=False)  # disable=None: only on a terminal
+
+    def progress(done: int, total: int) -> None:
+        bar.total = total
+        bar.update(done - bar.n)
+
     if loaded.model.conditional:
         if args.condition is None:
             raise CLIError(f"{args.checkpoint}: model {loaded.model.name}/{loaded.model.task} is "
@@ -186,7 +195,8 @@ def cmd_generate(args: argparse.Namespace) -> int:
         is_label = TASKS[loaded.model.task].condition == "labels"
         cond = load_volume(args.condition, is_label=is_label)
         mask = load_volume(args.mask, is_label=True) if args.mask else None
-        result = synthesize_from(loaded, cond, mask=mask)
+        with bar:
+            result = synthesize_from(loaded, cond, mask=mask, progress=progress)
         if loaded.model.task == "superres":
             print("superres: voxel size {} -> {} mm (x, y, z)".format(
                 "x".join(f"{s:g}" for s in cond.spacing),
@@ -195,7 +205,9 @@ def cmd_generate(args: argparse.Namespace) -> int:
                                    f"{loaded.model.task}.nii.gz"))
     else:
         reference = load_volume(args.reference) if args.reference else None
-        images, labels = generate(loaded, args.n, seed=args.seed, reference=reference)
+        with bar:
+            images, labels = generate(loaded, args.n, seed=args.seed, reference=reference,
+                                      progress=progress)
         for i, img in enumerate(images):
             written.append(save_volume(img, args.out / f"synthetic_{i:03d}.nii.gz"))
             if labels:

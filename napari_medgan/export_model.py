@@ -38,7 +38,8 @@ _ZIP_DATE = (1980, 1, 1, 0, 0, 0)  # fixed member times: no export time, same by
 
 
 def export_model(run: str | Path, out: str | Path, *, as_zip: bool = False,
-                 overwrite: bool = False, license: str = DEFAULT_LICENSE) -> Path:
+                 overwrite: bool = False, license: str = DEFAULT_LICENSE,
+                 recipe: list[str] | None = None) -> Path:
     """Write the EMA generator of ``run`` as a model bundle.
 
     Parameters
@@ -53,6 +54,9 @@ def export_model(run: str | Path, out: str | Path, *, as_zip: bool = False,
         Replace an existing bundle at ``out`` (never anything else).
     license : str
         The ``license`` of the model card's front matter.
+    recipe : list of str, optional
+        The commands that trained the model, shown in the model card so anyone can train
+        it again (checked for paths of this machine like everything in the bundle).
 
     Returns
     -------
@@ -78,7 +82,7 @@ def export_model(run: str | Path, out: str | Path, *, as_zip: bool = False,
                          "my-model.zip")
     _refuse_existing(out, overwrite)
     ckpt = load_checkpoint(run)
-    files = bundle_files(ckpt, name, license=license, file_name=out.name)
+    files = bundle_files(ckpt, name, license=license, file_name=out.name, recipe=recipe)
     _check_anonymous(files, [Path(run), ckpt.path, Path.home()])
     if as_zip:
         _write_zip(out, name, files)
@@ -88,7 +92,8 @@ def export_model(run: str | Path, out: str | Path, *, as_zip: bool = False,
 
 
 def bundle_files(ckpt, name: str, license: str = DEFAULT_LICENSE,
-                 file_name: str | None = None) -> dict[str, bytes]:
+                 file_name: str | None = None, recipe: list[str] | None = None
+                 ) -> dict[str, bytes]:
     """The bundle's files (relative name -> bytes) from a loaded checkpoint, which is checked
     first exactly as loading checks it (:func:`~napari_medgan.training.inference.
     read_model_state`, then the weights against the model config)."""
@@ -119,6 +124,7 @@ def bundle_files(ckpt, name: str, license: str = DEFAULT_LICENSE,
         "segments": model_segments(ckpt.state, model),  # names of the label values
     }
     info = {"name": name, "file": file_name or name, "license": license,
+            "recipe": list(recipe or []),
             **describe_run(ckpt, model, step, normalizer, target, reference)}
     metadata = build_metadata(info)
     return {METADATA_FILE: _json_bytes(metadata), MODEL_FILE: _json_bytes(model_doc),
@@ -211,12 +217,14 @@ def add_export_model_parser(subparsers: Any) -> argparse.ArgumentParser:
     p.add_argument("--overwrite", action="store_true", help="replace an existing bundle")
     p.add_argument("--license", default=DEFAULT_LICENSE,
                    help=f"license in the model card (default {DEFAULT_LICENSE}, napari-medgan's)")
+    p.add_argument("--recipe", action="append", metavar="COMMAND",
+                   help="a command that trained the model, for the model card (repeatable)")
     return p
 
 
 def cmd_export_model(args: argparse.Namespace) -> int:
     """Run ``export-model``: print the bundle's path."""
     path = export_model(args.run, args.out, as_zip=args.zip, overwrite=args.overwrite,
-                        license=args.license)
+                        license=args.license, recipe=args.recipe)
     print(path)
     return 0

@@ -90,6 +90,8 @@ def _training_lines(info: dict) -> list[str]:
         + (f"; paired targets ({data['target_modality']})" if data["paired_targets"] else ""),
         "- The bundle holds fingerprints of the data only: no file names, paths or patient "
         "data.",
+        *(["", "Trained with:", "", "```bash", *info["recipe"], "```"]
+          if info.get("recipe") else []),
     ]
 
 

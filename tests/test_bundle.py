@@ -539,3 +539,13 @@ def test_dicom_patient_fields_never_reach_a_bundle(tmp_path, tiny_run):
     meta = json.loads(load_bundle_member(archive, METADATA_FILE))
     assert meta["data"]["modality"] == "CT" and meta["data"]["volumes"] == 2
     assert meta["intensity"]["units"] == "HU"
+
+
+def test_the_card_says_how_the_model_was_trained(run_dir, tmp_path):
+    from napari_medgan.cli import main
+
+    recipe = "napari-medgan train --config resources/pretrained_head.yaml --out runs/head"
+    assert main(["export-model", str(run_dir), "--out", str(tmp_path / "card"),
+                 "--recipe", recipe]) == 0
+    card = (tmp_path / "card" / "docs" / "README.md").read_text()
+    assert f"Trained with:\n\n```bash\n{recipe}\n```" in card

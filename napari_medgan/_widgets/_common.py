@@ -199,21 +199,62 @@ def report_error(context: str, exc: BaseException) -> str:
     return message
 
 
-def run_in_thread(func, *args, returned=None, errored=None, finished=None):
+def run_in_thread(func, *args, returned=None, errored=None, finished=None,
+                  progress: str | None = None):
     """Run ``func(*args)`` in a napari worker thread; the callbacks run on the main thread.
 
-    superqt's plain worker class is used so that an error reaches ``errored`` only
-    (napari's own class would also raise a second, traceback notification).
+    superqt's plain worker classes are used so that an error reaches ``errored`` only
+    (napari's own class would also raise a second, traceback notification). With
+    ``progress`` (a description), ``func`` also gets ``progress=callback`` and its
+    ``callback(done, total)`` calls drive a bar in napari's activity dock.
     """
     from napari.qt.threading import create_worker
-    from superqt.utils import FunctionWorker
+    from superqt.utils import FunctionWorker, GeneratorWorker
 
     connect = {"errored": errored or (lambda exc: report_error("napari-medgan", exc))}
     if returned is not None:
         connect["returned"] = returned
     if finished is not None:
         connect["finished"] = finished
-    return create_worker(func, *args, _connect=connect, _worker_class=FunctionWorker)
+    if progress is None:
+        return create_worker(func, *args, _connect=connect, _worker_class=FunctionWorker)
+    worker = create_worker(_with_ticks, func, *args, _connect=connect,
+                           _worker_class=GeneratorWorker,
+                           _progress={"total": 0, "desc": progress})
+    pbar = worker.pbar  # total 0: napari does not advance it per yield; tick does
+
+    def tick(update: tuple[int, int]) -> None:  # main thread: the bar's Qt parent lives here
+        pbar.total, pbar.n = update[1], update[0]
+        pbar.refresh()
+
+    worker.yielded.connect(tick)
+    return worker
+
+
+def _with_ticks(func, *args):
+    """Generator for a worker: run ``func(*args, progress=callback)`` in a helper thread and
+    yield its ``(done, total)`` reports (a worker can only hand values to the main thread by
+    yielding); return what ``func`` returns, or raise what it raised."""
+    import queue
+    import threading
+
+    reports: queue.Queue = queue.Queue()
+    outcome: dict = {}
+
+    def target() -> None:
+        try:
+            outcome["value"] = func(*args, progress=lambda done, total: reports.put((done, total)))
+        except BaseException as exc:  # noqa: BLE001 - handed to the worker, raised there
+            outcome["error"] = exc
+        finally:
+            reports.put(None)
+
+    threading.Thread(target=target, name="napari-medgan-synthesis", daemon=True).start()
+    while (report := reports.get()) is not None:
+        yield report
+    if "error" in outcome:
+        raise outcome["error"]
+    return outcome["value"]
 
 
 # ----------------------------------------------------------------------- Qt helpers

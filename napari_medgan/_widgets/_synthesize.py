@@ -67,6 +67,10 @@ class SynthesizeWidget(QWidget):
                                      "Checkpoints and model bundles (*.safetensors *.json *.zip)")
         self.checkpoint.setToolTip(MODEL_TIP)
         self.checkpoint.edit.editingFinished.connect(self._on_checkpoint_changed)
+        from napari_medgan.pretrained import PRETRAINED_HEAD
+
+        if PRETRAINED_HEAD.is_file():  # the shipped model: synthesize before training anything
+            self.checkpoint.edit.setText(str(PRETRAINED_HEAD))
         self.model_info = QLabel("no model loaded")
         self.count, self.seed = spin(1, 64, 2), spin(0, 2**31 - 1, 0)
         self.reference = LayerCombo(("image",), none="(checkpoint reference)")
@@ -165,10 +169,13 @@ class SynthesizeWidget(QWidget):
         cached = self.loaded[1] if self.loaded and self.loaded[0] == path else None
         self.synth_btn.setEnabled(False)
         self.status.setText("synthesizing...")
-        run_in_thread(_synthesize, path, cached, self.count.value(), self.seed.value(), ref,
-                      cond, mask, self.show_baseline.isChecked(), returned=self._on_synthesized,
-                      errored=lambda exc: self.status.setText(report_error("Synthesize", exc)),
-                      finished=lambda: self.synth_btn.setEnabled(True))
+        worker = run_in_thread(
+            _synthesize, path, cached, self.count.value(), self.seed.value(), ref, cond, mask,
+            self.show_baseline.isChecked(), returned=self._on_synthesized,
+            errored=lambda exc: self.status.setText(report_error("Synthesize", exc)),
+            finished=lambda: self.synth_btn.setEnabled(True), progress="Synthesizing")
+        self.progress_bar = worker.pbar  # the activity dock's bar (not the worker: it holds
+        # the model and volumes after it ends)
 
     def _on_synthesized(self, result: Synthesis) -> None:
         loaded = result.loaded
@@ -341,7 +348,8 @@ class Synthesis:
     in_mask: bool = False  # figures over the inpainting mask only
 
 
-def _synthesize(path, loaded, n, seed, reference, condition, mask, with_baselines=False):
+def _synthesize(path, loaded, n, seed, reference, condition, mask, with_baselines=False,
+                progress=None):
     """Worker: sample (or run the conditional model and, with ``with_baselines``, its
     classical baselines), then score every image result against the real reference with
     :func:`napari_medgan.evaluation.judge`."""
@@ -358,7 +366,7 @@ def _synthesize(path, loaded, n, seed, reference, condition, mask, with_baseline
     if loaded.model.conditional:
         if condition is None:
             raise ValueError(f"{loaded.model.task}: choose a condition layer")
-        result.volumes = [synthesize_from(loaded, condition, mask)]
+        result.volumes = [synthesize_from(loaded, condition, mask, progress=progress)]
         if with_baselines:
             from napari_medgan.evaluation import compute_baselines
 
@@ -367,7 +375,7 @@ def _synthesize(path, loaded, n, seed, reference, condition, mask, with_baseline
             except (*expected_errors(), ImportError) as exc:
                 result.notes.append(f"baseline: {one_line(exc)}")
     else:
-        images, labels = generate(loaded, n, seed=seed, reference=reference)
+        images, labels = generate(loaded, n, seed=seed, reference=reference, progress=progress)
         result.volumes = images + labels
     if reference is not None:
         region = None

@@ -3,6 +3,8 @@ inference by sliding windows (MONAI's ``sliding_window_inference``, Gaussian ble
 
 from __future__ import annotations
 
+import math
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -103,14 +105,20 @@ def load_generator(path: str | Path, device: str = "auto") -> LoadedModel:
                        step=step, device=dev, segments=model_segments(ckpt.state, model))
 
 
+#: ``progress(done, total)``: called as synthesis goes on (volumes drawn, or window batches
+#: run), so the CLI can draw a tqdm bar and napari its activity dock.
+Progress = Callable[[int, int], None]
+
+
 @torch.no_grad()
 def generate(loaded: LoadedModel, n: int, seed: int = 0, reference: Volume | None = None,
-             batch_size: int = 4) -> tuple[list[Volume], list[Volume]]:
+             batch_size: int = 4, progress: Progress | None = None
+             ) -> tuple[list[Volume], list[Volume]]:
     """Draw ``n`` volumes from an unconditional model; returns ``(images, labels)``.
 
     The same seed gives the same volumes. Output is in the training data's units
     (e.g. HU) and placed with the geometry of ``reference`` (default: the
-    training reference), centred on it.
+    training reference), centred on it. ``progress(done, n)`` follows each batch.
     """
     if loaded.model.conditional:
         raise ValueError(f"{loaded.path}: model {loaded.model.name}/{loaded.model.task} is "
@@ -131,6 +139,8 @@ def generate(loaded: LoadedModel, n: int, seed: int = 0, reference: Volume | Non
             v.meta["segments"] = [dict(s) for s in loaded.segments or []]
         images += imgs
         labels += labs
+        if progress is not None:
+            progress(len(images), n)
     return images, labels
 
 
@@ -181,19 +191,49 @@ def make_condition(loaded: LoadedModel, volume: Volume, mask: Volume | None = No
 @torch.no_grad()
 def run_windows(generator: nn.Module, condition: torch.Tensor, patch: int,
                 overlap: float = 0.5, sw_batch_size: int = 2,
-                padding_mode: str = "constant") -> torch.Tensor:
+                padding_mode: str = "constant", progress: Progress | None = None
+                ) -> torch.Tensor:
     """A conditional generator over a whole ``(1, C, D, H, W)`` condition of any size:
-    MONAI sliding windows of the training patch, Gaussian-weighted blending."""
+    MONAI sliding windows of the training patch, Gaussian-weighted blending.
+    ``progress(done, total)`` follows the batches of windows."""
     from monai.inferers import sliding_window_inference
 
+    predictor = generator
+    if progress is not None:
+        total = -(-window_count(condition.shape[2:], patch, overlap) // sw_batch_size)
+        predictor = _counting(generator, total, progress)
     return sliding_window_inference(condition, roi_size=(patch,) * 3,
-                                    sw_batch_size=sw_batch_size, predictor=generator,
+                                    sw_batch_size=sw_batch_size, predictor=predictor,
                                     overlap=overlap, mode="gaussian", padding_mode=padding_mode)
+
+
+def _counting(generator: nn.Module, total: int, progress: Progress):
+    """``generator`` that reports each call as one of ``total`` to ``progress``."""
+    done = 0
+
+    def predict(x: torch.Tensor) -> torch.Tensor:
+        nonlocal done
+        out = generator(x)
+        done = min(done + 1, total)
+        progress(done, total)
+        return out
+
+    return predict
+
+
+def window_count(shape: tuple[int, ...], patch: int, overlap: float) -> int:
+    """How many windows MONAI's sliding window runs over ``shape``: per axis one window
+    when it fits, else ``ceil((size - patch) / step) + 1`` with ``step = patch * (1 -
+    overlap)``."""
+    step = max(int(patch * (1 - overlap)), 1)
+    return math.prod(1 if size <= patch else -(-(size - patch) // step) + 1
+                     for size in (int(s) for s in shape))
 
 
 @torch.no_grad()
 def synthesize_from(loaded: LoadedModel, volume: Volume, mask: Volume | None = None,
-                    overlap: float = 0.5, sw_batch_size: int = 2) -> Volume:
+                    overlap: float = 0.5, sw_batch_size: int = 2,
+                    progress: Progress | None = None) -> Volume:
     """Run a conditional model over a whole volume of any size (sliding windows of the
     training patch size, Gaussian-weighted blending) and return the result in the
     volume's geometry and the target's original units."""
@@ -202,7 +242,7 @@ def synthesize_from(loaded: LoadedModel, volume: Volume, mask: Volume | None = N
                          "use generate() with a sample count")
     cond, grid = make_condition(loaded, volume, mask)
     out = run_windows(loaded.generator, cond.to(loaded.device), loaded.model.patch_size,
-                      overlap=overlap, sw_batch_size=sw_batch_size)
+                      overlap=overlap, sw_batch_size=sw_batch_size, progress=progress)
     result = np.asarray(loaded.output_normalizer.inverse(out[0, 0].float().cpu().numpy()),
                         dtype=np.float32)
     if TASKS[loaded.model.task].needs_mask and mask is not None:

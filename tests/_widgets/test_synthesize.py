@@ -29,6 +29,8 @@ def test_synthesis_side_by_side_metrics_and_save(make_napari_viewer, qtbot, tmp_
     _synthesize(qtbot, widget)
 
     assert len(widget.synthetic) == 2
+    bar = widget.progress_bar  # napari's activity dock followed the two samples
+    assert (bar.n, bar.total, bar.desc) == (2, 2, "Synthesizing")
     for name in widget.synthetic:
         layer = viewer.layers[name]
         np.testing.assert_allclose(layer.scale, real.scale)
