@@ -66,3 +66,17 @@ def make_t1_sample() -> list[tuple]:
     path = os.path.join(nibabel.testing.data_path, "anatomical.nii")
     volume = load_volume(path, is_label=False)
     return [_image(volume, "T1 head (nibabel anatomical.nii)", _robust_limits(volume.array))]
+
+
+def make_pretrained_sample() -> list[tuple]:
+    """A head drawn by the pretrained model that ships with the plugin (seed 0): the
+    synthetic image and its tissue label map, on the phantom's 32^3 grid. Open
+    *Synthesize & Compare* to draw more (it starts with this model chosen)."""
+    from napari_medgan._reader import volume_to_layer_data
+    from napari_medgan.pretrained import PRETRAINED_HEAD
+    from napari_medgan.training.inference import generate, load_generator
+
+    loaded = load_generator(PRETRAINED_HEAD, device="cpu")
+    (image,), (labels,) = generate(loaded, 1, seed=0)
+    return [_image(image, "synthetic head (pretrained, seed 0)", _robust_limits(image.array)),
+            volume_to_layer_data(labels, "synthetic head labels")]

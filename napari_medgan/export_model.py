@@ -39,7 +39,8 @@ _ZIP_DATE = (1980, 1, 1, 0, 0, 0)  # fixed member times: no export time, same by
 
 def export_model(run: str | Path, out: str | Path, *, as_zip: bool = False,
                  overwrite: bool = False, license: str = DEFAULT_LICENSE,
-                 recipe: list[str] | None = None) -> Path:
+                 recipe: list[str] | None = None, limitations: list[str] | None = None
+                 ) -> Path:
     """Write the EMA generator of ``run`` as a model bundle.
 
     Parameters
@@ -57,6 +58,8 @@ def export_model(run: str | Path, out: str | Path, *, as_zip: bool = False,
     recipe : list of str, optional
         The commands that trained the model, shown in the model card so anyone can train
         it again (checked for paths of this machine like everything in the bundle).
+    limitations : list of str, optional
+        What the model is known not to do well (the card's "Limitations" section).
 
     Returns
     -------
@@ -82,7 +85,13 @@ def export_model(run: str | Path, out: str | Path, *, as_zip: bool = False,
                          "my-model.zip")
     _refuse_existing(out, overwrite)
     ckpt = load_checkpoint(run)
-    files = bundle_files(ckpt, name, license=license, file_name=out.name, recipe=recipe)
+    for text in [*(recipe or []), *(limitations or [])]:
+        home = str(Path.home())
+        if len(home) > 3 and home in text or str(Path(run).resolve()) in text:
+            raise ValueError(f"--recipe/--limitation: {text!r} names a folder of this machine; "
+                             "write paths relative to where the commands run")
+    files = bundle_files(ckpt, name, license=license, file_name=out.name, recipe=recipe,
+                         limitations=limitations)
     _check_anonymous(files, [Path(run), ckpt.path, Path.home()])
     if as_zip:
         _write_zip(out, name, files)
@@ -92,8 +101,8 @@ def export_model(run: str | Path, out: str | Path, *, as_zip: bool = False,
 
 
 def bundle_files(ckpt, name: str, license: str = DEFAULT_LICENSE,
-                 file_name: str | None = None, recipe: list[str] | None = None
-                 ) -> dict[str, bytes]:
+                 file_name: str | None = None, recipe: list[str] | None = None,
+                 limitations: list[str] | None = None) -> dict[str, bytes]:
     """The bundle's files (relative name -> bytes) from a loaded checkpoint, which is checked
     first exactly as loading checks it (:func:`~napari_medgan.training.inference.
     read_model_state`, then the weights against the model config)."""
@@ -124,7 +133,7 @@ def bundle_files(ckpt, name: str, license: str = DEFAULT_LICENSE,
         "segments": model_segments(ckpt.state, model),  # names of the label values
     }
     info = {"name": name, "file": file_name or name, "license": license,
-            "recipe": list(recipe or []),
+            "recipe": list(recipe or []), "limitations": list(limitations or []),
             **describe_run(ckpt, model, step, normalizer, target, reference)}
     metadata = build_metadata(info)
     return {METADATA_FILE: _json_bytes(metadata), MODEL_FILE: _json_bytes(model_doc),
@@ -141,8 +150,8 @@ def _check_anonymous(files: dict[str, bytes], places: list[Path]) -> None:
     folder (the fields above never copy a path; this keeps it so)."""
     texts = {name: data.decode("utf-8") for name, data in files.items()
              if not name.endswith(".safetensors")}
-    for place in places:
-        for form in {str(place), str(Path(place).resolve())}:
+    for place in places:  # absolute forms: a relative path (in a recipe) names no machine
+        for form in {str(p) for p in (Path(place), Path(place).resolve()) if p.is_absolute()}:
             if len(form) < 4:
                 continue
             for name, text in texts.items():
@@ -219,12 +228,15 @@ def add_export_model_parser(subparsers: Any) -> argparse.ArgumentParser:
                    help=f"license in the model card (default {DEFAULT_LICENSE}, napari-medgan's)")
     p.add_argument("--recipe", action="append", metavar="COMMAND",
                    help="a command that trained the model, for the model card (repeatable)")
+    p.add_argument("--limitation", action="append", metavar="TEXT", dest="limitations",
+                   help="a known limitation, for the model card (repeatable)")
     return p
 
 
 def cmd_export_model(args: argparse.Namespace) -> int:
     """Run ``export-model``: print the bundle's path."""
     path = export_model(args.run, args.out, as_zip=args.zip, overwrite=args.overwrite,
-                        license=args.license, recipe=args.recipe)
+                        license=args.license, recipe=args.recipe,
+                        limitations=args.limitations)
     print(path)
     return 0

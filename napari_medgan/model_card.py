@@ -27,6 +27,8 @@ def model_card(info: dict, metadata: dict) -> str:
         "## Model", "", *_model_lines(info, metadata), "",
         "## Training", "", *_training_lines(info), "",
         "## Figures", "", *figure_lines(info["figures"]), "",
+        *(["## Limitations", "", *[f"- {t}" for t in info["limitations"]], ""]
+          if info.get("limitations") else []),
         "## Intended use", "", INTENDED_USE + " The samples follow the training data's "
         "distribution, including its biases; they are not real patients and must not be "
         "presented as such.", "",

@@ -546,6 +546,7 @@ def test_the_card_says_how_the_model_was_trained(run_dir, tmp_path):
 
     recipe = "napari-medgan train --config resources/pretrained_head.yaml --out runs/head"
     assert main(["export-model", str(run_dir), "--out", str(tmp_path / "card"),
-                 "--recipe", recipe]) == 0
+                 "--recipe", recipe, "--limitation", "little variety between samples"]) == 0
     card = (tmp_path / "card" / "docs" / "README.md").read_text()
     assert f"Trained with:\n\n```bash\n{recipe}\n```" in card
+    assert "## Limitations\n\n- little variety between samples\n" in card

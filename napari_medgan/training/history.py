@@ -49,15 +49,21 @@ def read_history(folder: str | Path) -> list[dict]:
     return records
 
 
+TENSORBOARD_FOLDER = "tensorboard"
+
+
 class History:
     """Appends records to ``folder/history.jsonl`` (no-op when ``enabled`` is False: the
-    ranks of a distributed run that do not write)."""
+    ranks of a distributed run that do not write). When the ``tensorboard`` package is
+    installed (``pip install "napari-medgan[tensorboard]"``), the losses, learning rates,
+    figures and previews also go to TensorBoard event files in ``folder/tensorboard/``."""
 
     def __init__(self, folder: str | Path, enabled: bool = True) -> None:
         self.path = Path(folder) / HISTORY_FILE
         self.enabled = enabled
         self._elapsed0 = 0.0
         self._t0 = time.perf_counter()
+        self.board = None  # a torch SummaryWriter, from begin() on, when tensorboard exists
 
     def begin(self, step: int) -> None:
         """Start (step 0) or resume at ``step``: keep the records up to it, continue the
@@ -69,6 +75,12 @@ class History:
             atomic_write_text(self.path, "".join(json.dumps(r) + "\n" for r in kept))
         self._elapsed0 = max((float(r.get("elapsed", 0.0)) for r in kept), default=0.0)
         self._t0 = time.perf_counter()
+        self.board = _summary_writer(self.path.parent / TENSORBOARD_FOLDER, step)
+
+    def close(self) -> None:
+        if self.board is not None:
+            self.board.close()
+            self.board = None
 
     @property
     def elapsed(self) -> float:
@@ -84,6 +96,8 @@ class History:
         with open(self.path, "a", encoding="utf-8") as fh:
             fh.write(json.dumps(record) + "\n")
             fh.flush()
+        if self.board is not None:
+            _to_board(self.board, record)
 
     def save_preview(self, step: int, images: list, labels: list) -> None:
         """Middle slices of a preview's samples as ``previews/step-N.npz`` (a few KB; the
@@ -109,6 +123,40 @@ class History:
         name = f"previews/step-{int(step):06d}.npz"
         atomic_write_bytes(self.path.parent / name, buffer.getvalue())
         self.write("preview", step, file=name, samples=len(images))
+        if self.board is not None and images:
+            axial = arrays["0_axial"]
+            lo, hi = np.percentile(axial, (1, 99))
+            self.board.add_image("preview/axial", np.clip((axial - lo) / max(hi - lo, 1e-6),
+                                                          0, 1), step, dataformats="HW")
+
+
+def _summary_writer(folder: Path, step: int):
+    """A SummaryWriter that drops events after ``step`` (a resumed run redoes them), or None
+    when the tensorboard package is not installed."""
+    try:
+        from torch.utils.tensorboard import SummaryWriter
+    except ImportError:
+        return None
+    return SummaryWriter(str(folder), purge_step=step + 1 if step else None)
+
+
+def _to_board(board, record: dict) -> None:
+    step = record["step"]
+    if record["kind"] == "step":
+        for name, value in record["losses"].items():
+            if value is not None:
+                board.add_scalar(f"loss/{name}", value, step)
+        for name in ("lr_g", "lr_d", "seconds_per_step"):
+            if record.get(name) is not None:
+                board.add_scalar(f"train/{name}", record[name], step)
+    elif record["kind"] == "validation" and record.get("validation_l1") is not None:
+        board.add_scalar("figures/validation_l1", record["validation_l1"], step)
+    elif record["kind"] == "checkpoint" and record.get("quality") is not None \
+            and not record.get("best"):
+        board.add_scalar("figures/checkpoint_quality", record["quality"], step)
+    elif record["kind"] in ("message", "done"):
+        board.add_text("events", f"step {step}: {record.get('text') or record['kind']}", step)
+    board.flush()
 
 
 def _finite(value):

@@ -591,6 +591,7 @@ class Trainer:
                 f"napari-medgan train --resume --out {self.out} (Train GAN: Start from "
                 "'resume run folder')")) from None
         finally:
+            self.history.close()
             self._release_lock()
             release_memory(getattr(self, "device", None))
 

@@ -7,6 +7,7 @@ import dataclasses
 import json
 
 import numpy as np
+import pytest
 
 from napari_medgan.training.history import HISTORY_FILE, read_history
 from napari_medgan.training.trainer import Trainer
@@ -92,3 +93,24 @@ def test_report_of_a_folder_without_a_record_is_one_line(tmp_path, capsys):
     err = capsys.readouterr().err.strip()
     assert err == f"napari-medgan: error: {tmp_path}: no history.jsonl; not a run folder, or the " \
                   "run has not logged a step yet"
+
+
+def test_tensorboard_gets_the_same_record_and_a_resume_replaces_what_it_redoes(tmp_path,
+                                                                              tiny_run):
+    pytest.importorskip("tensorboard")  # the [tensorboard] extra; make test installs it
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    run = tiny_run(tmp_path / "run", steps=4, log_every=1, preview_every=2, checkpoint_every=2)
+    for _ in Trainer(run).run():
+        pass
+    longer = dataclasses.replace(run, resume=True, train=dataclasses.replace(run.train, steps=6))
+    for _ in Trainer(longer).run():
+        pass
+    events = EventAccumulator(str(tmp_path / "run" / "tensorboard"))
+    events.Reload()
+    g = [(e.step, e.value) for e in events.Scalars("loss/G")]
+    record = [(r["step"], r["losses"]["G"]) for r in read_history(tmp_path / "run")
+              if r["kind"] == "step"]
+    assert [s for s, _ in g] == [1, 2, 3, 4, 5, 6]
+    np.testing.assert_allclose([v for _, v in g], [v for _, v in record], rtol=1e-6)
+    assert [e.step for e in events.Images("preview/axial")] == [2, 4, 6]
