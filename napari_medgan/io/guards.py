@@ -49,7 +49,7 @@ def max_volume_bytes() -> int:
 
 
 def _bytes_text(n: float) -> str:
-    for unit, size in (("GiB", _GIB), ("MiB", 1024**2), ("KiB", 1024)):
+    for unit, size in (("TiB", 1024**4), ("GiB", _GIB), ("MiB", 1024**2), ("KiB", 1024)):
         if n >= size:
             return f"{n / size:.3g} {unit}"
     return f"{int(n)} bytes"
