@@ -21,12 +21,15 @@ from qtpy.QtWidgets import (
     QComboBox,
     QDoubleSpinBox,
     QFileDialog,
+    QFrame,
     QHBoxLayout,
     QLineEdit,
     QListWidget,
     QMenu,
+    QScrollArea,
     QSpinBox,
     QToolButton,
+    QVBoxLayout,
     QWidget,
 )
 
@@ -258,6 +261,46 @@ def _with_ticks(func, *args):
 
 
 # ----------------------------------------------------------------------- Qt helpers
+class _DockScroll(QScrollArea):
+    """A vertical scroll area as wide as its content: docks scroll, never clip sideways."""
+
+    #: Height a dock asks for (px): two of them share a 1000 px screen.
+    PREFERRED_HEIGHT = 420
+
+    def _width(self) -> int:
+        body = self.widget()
+        return body.minimumSizeHint().width() + self.verticalScrollBar().sizeHint().width() + 2
+
+    def minimumSizeHint(self):  # noqa: N802 - Qt's name
+        hint = super().minimumSizeHint()
+        hint.setWidth(self._width())
+        return hint
+
+    def sizeHint(self):  # noqa: N802 - Qt's name
+        hint = super().sizeHint()
+        hint.setWidth(max(self._width(), self.widget().sizeHint().width()))
+        hint.setHeight(min(self.widget().sizeHint().height() + 2, self.PREFERRED_HEIGHT))
+        return hint
+
+
+def scrolling_body(dock: QWidget) -> QWidget:
+    """The widget a dock's controls go into, inside a scroll area that fills the dock: a
+    tall dock scrolls instead of growing napari's window, so any two docks fit a 1000 px
+    screen with *Start* and *Synthesize* in reach."""
+    from qtpy.QtCore import Qt
+
+    area = _DockScroll(dock)
+    area.setWidgetResizable(True)
+    area.setFrameShape(QFrame.Shape.NoFrame)
+    area.setHorizontalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOff)
+    body = QWidget()
+    area.setWidget(body)
+    outer = QVBoxLayout(dock)
+    outer.setContentsMargins(0, 0, 0, 0)
+    outer.addWidget(area)
+    return body
+
+
 class LayerList(QListWidget):
     """Multi-select list of layers of some kinds (``"image"``, ``"labels"``)."""
 

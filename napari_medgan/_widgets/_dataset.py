@@ -28,6 +28,7 @@ from napari_medgan._widgets._common import (
     layer_to_volume,
     report_error,
     run_in_thread,
+    scrolling_body,
     session_for,
     spin,
 )
@@ -89,7 +90,7 @@ class DatasetWidget(QWidget):
         buttons = QHBoxLayout()
         buttons.addWidget(self.describe_btn)
         buttons.addWidget(self.patch_btn)
-        layout = QVBoxLayout(self)
+        layout = QVBoxLayout(scrolling_body(self))
         layout.addLayout(form)
         layout.addLayout(buttons)
         layout.addWidget(self.info)

@@ -34,6 +34,7 @@ from napari_medgan._widgets._common import (
     layer_kind,
     layer_to_volume,
     report_error,
+    scrolling_body,
 )
 from napari_medgan.study import (
     MODES,
@@ -98,7 +99,7 @@ class ReaderStudyWidget(QWidget):
         conf.addWidget(QLabel("Confidence 1-5"))
         conf.addWidget(self.confidence)
         conf.addWidget(self.confidence_value)
-        layout = QVBoxLayout(self)
+        layout = QVBoxLayout(scrolling_body(self))
         layout.addLayout(form)
         layout.addWidget(self.start_btn)
         for item in (self.trial_label, answers, conf, self.stop_btn, self.result):

@@ -20,10 +20,10 @@ from qtpy.QtWidgets import (
 )
 
 from napari_medgan._widgets._common import (
-    button_row,
     LayerCombo,
     PathPicker,
     add_volume_layer,
+    button_row,
     expected_errors,
     follow_session,
     layer_to_volume,
@@ -31,6 +31,7 @@ from napari_medgan._widgets._common import (
     report_error,
     results_table,
     run_in_thread,
+    scrolling_body,
     session_for,
     spin,
 )
@@ -105,7 +106,7 @@ class SynthesizeWidget(QWidget):
         self.status = QLabel("")
         self.status.setWordWrap(True)
         self.set_metrics = SetMetricsWidget(self)  # set metrics, nearest real, nnU-Net export
-        layout = QVBoxLayout(self)
+        layout = QVBoxLayout(scrolling_body(self))
         layout.addLayout(form)
         layout.addLayout(buttons)
         layout.addLayout(save_buttons)

@@ -26,6 +26,7 @@ from napari_medgan._widgets._common import (
     follow_session,
     lr_spin,
     report_error,
+    scrolling_body,
     session_for,
     spin,
 )
@@ -125,7 +126,7 @@ class TrainWidget(QWidget):
         theme = get_theme(self.viewer.theme)
         self.plot = LossPlot(background=theme.background.as_hex(),
                              foreground=theme.text.as_hex())
-        layout = QVBoxLayout(self)
+        layout = QVBoxLayout(scrolling_body(self))
         for part in (form, buttons):
             layout.addLayout(part)
         layout.addWidget(self.status)

@@ -1,0 +1,26 @@
+"""Any two docks fit a 1000 px screen: a dock scrolls instead of growing the window, and is
+as wide as its controls (nothing clipped sideways)."""
+
+from __future__ import annotations
+
+import itertools
+
+import pytest
+
+DOCKS = ("Dataset", "Train GAN", "Synthesize & Compare", "Reader Study")
+
+
+@pytest.mark.parametrize("pair", list(itertools.combinations(DOCKS, 2)),
+                         ids=lambda p: " + ".join(p))
+def test_two_docks_fit_a_1000_px_screen(make_napari_viewer, qtbot, pair):
+    viewer = make_napari_viewer()
+    docks = [viewer.window.add_plugin_dock_widget("napari-medgan", name)[1] for name in pair]
+    qtbot.wait(10)
+    assert viewer.window._qt_window.minimumSizeHint().height() <= 1000
+    for dock in docks:
+        from qtpy.QtWidgets import QScrollArea
+
+        (area,) = dock.findChildren(QScrollArea)[:1]
+        body = area.widget()
+        assert area.minimumSizeHint().width() >= body.minimumSizeHint().width()
+        assert dock.minimumSizeHint().height() < 300  # it scrolls rather than demand height
