@@ -119,6 +119,7 @@ def test_viewer_opens_oblique_volumes_in_place(make_napari_viewer, tmp_path):
         assert layers[0].name.startswith("scan")
         _check_layer(layers[0], load_volume(path))
         _check_layer(layers[0], vol)  # and the file held what we wrote
+        assert [str(u) for u in layers[0].units] == ["millimeter"] * 3  # axes say mm
     assert len(viewer.layers) == 3
 
 

@@ -195,6 +195,7 @@ class Volume:
         kwargs = {
             "scale": self.napari_scale(),
             "translate": tuple(float(v) for v in translate),
+            "units": ("mm", "mm", "mm"),  # napari's axes and scale bar say millimetres
             "metadata": {GEOMETRY_KEY: self.geometry_dict(), "medgan_meta": dict(self.meta)},
         }
         if self.source:
