@@ -7,6 +7,7 @@ Every field has a default, and every dataclass validates itself in
 from __future__ import annotations
 
 import dataclasses
+import functools
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -81,17 +82,26 @@ class _Checked:
             object.__setattr__(self, name, _scalar(value, kind[0], f"{section}.{name}"))
 
 
+def _unwrap_optional(hint: Any) -> tuple[Any, bool]:
+    """``(X, True)`` for ``X | None``, ``(None, True)`` for a wider union, ``(hint, False)``
+    otherwise."""
+    import types
+    import typing
+
+    if typing.get_origin(hint) not in (typing.Union, types.UnionType):
+        return hint, False
+    args = [a for a in typing.get_args(hint) if a is not type(None)]
+    return (args[0] if len(args) == 1 else None), True
+
+
+@functools.lru_cache(maxsize=None)
 def _scalar_fields(cls: type) -> dict[str, tuple[type, bool]]:
     """Field name -> (int | float | bool | str, may be None) for a config section."""
-    import types
     import typing
 
     out = {}
     for name, hint in typing.get_type_hints(cls).items():
-        optional = typing.get_origin(hint) in (typing.Union, types.UnionType)
-        if optional:
-            args = [a for a in typing.get_args(hint) if a is not type(None)]
-            hint = args[0] if len(args) == 1 else None
+        hint, optional = _unwrap_optional(hint)
         if hint in (int, float, bool, str) and name in cls.__dataclass_fields__:
             out[name] = (hint, optional)
     return out
@@ -438,7 +448,6 @@ def train_flags() -> list[tuple[str, str, str, type, str]]:
     """``(section, field, flag dest, type, help)`` for every field declared with :func:`opt`,
     in declaration order: the ``napari-medgan train`` flags, derived, never hand-copied.
     A flag's value goes through the same validation as a config file's."""
-    import types
     import typing
 
     out = []
@@ -447,10 +456,7 @@ def train_flags() -> list[tuple[str, str, str, type, str]]:
         for f in dataclasses.fields(cls):
             if "help" not in f.metadata:
                 continue
-            hint = hints[f.name]
-            if typing.get_origin(hint) in (typing.Union, types.UnionType):  # X | None
-                args = [a for a in typing.get_args(hint) if a is not type(None)]
-                hint = args[0] if len(args) == 1 else str
+            hint = _unwrap_optional(hints[f.name])[0]  # X | None: X
             kind = hint if hint in (int, float) else str  # tuples, names: parsed by the field
             out.append((section, f.name, f.metadata["flag"] or f.name, kind, f.metadata["help"]))
     return out

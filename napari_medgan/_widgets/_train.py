@@ -197,7 +197,9 @@ class TrainWidget(QWidget):
         self._fit_view = add_placeholders(self.viewer, run.model)
         self.plot.clear()
         if run.resume:  # the curve so far, up to the checkpoint the run goes on from
-            self.show_record(run.out, until=_checkpoint_step(run.out) or 0)
+            from napari_medgan.training.checkpoint import checkpoint_step
+
+            self.show_record(run.out, until=checkpoint_step(run.out) or 0)
         self._progress, self._losses, self._eta = "", "", RemainingTime()
         self.status.setText(f"starting: {run.model.name}/{run.model.task} -> {run.out}")
         self._set_running(True)
@@ -343,14 +345,3 @@ def _devices() -> list[str]:
     import torch
 
     return ["auto", "cpu"] + [f"cuda:{i}" for i in range(torch.cuda.device_count())]
-
-
-def _checkpoint_step(folder: str) -> int | None:
-    """The step of the checkpoint a resume of ``folder`` starts from (None: none yet)."""
-    from napari_medgan.training.checkpoint import CheckpointError, load_checkpoint
-
-    try:
-        step = load_checkpoint(folder).step
-    except (CheckpointError, OSError):
-        return None
-    return step if isinstance(step, int) else None

@@ -138,35 +138,20 @@ def _pattern_names(pattern: str, start: str, stop: str, step: str) -> list[str]:
 def _data_files(header: Path) -> list[str]:
     """Names of the data files a NRRD / MetaImage header refers to (empty: data inline)."""
     text = _header_text(header)
-    nrrd = header.suffix.lower() in (".nrrd", ".nhdr")
-    if nrrd:
-        lines = text.split("\n")
-        for i, line in enumerate(lines):
-            key, sep, value = line.partition(":")
-            if sep and not value.startswith("=") and key.strip().lower() in ("data file",
-                                                                              "datafile"):
-                words = value.split()
-                if words and words[0] == "LIST":
-                    return [ln.strip() for ln in lines[i + 1:] if ln.strip()]
-                if len(words) >= 4 and "%" in words[0]:
-                    return _pattern_names(*words[:4])
-                return [value.strip()] if value.strip() else []
-            if not line.strip() and i > 0:
-                break  # the end of an attached header: the voxels follow
+    if header.suffix.lower() in (".nrrd", ".nhdr"):
+        fields, rest = _nrrd_fields(text)
+        value = fields.get("data file", fields.get("datafile", ""))
+    else:
+        fields, end = _metaimage_fields(text)
+        value, rest = fields.get("ElementDataFile", ""), text[end:].split("\n")
+    words = value.split()
+    if not words or words[0] == "LOCAL":
         return []
-    lines = text.split("\n")
-    for i, line in enumerate(lines):
-        key, sep, value = line.partition("=")
-        if sep and key.strip() == "ElementDataFile":
-            words = value.split()
-            if not words or words[0] == "LOCAL":
-                return []
-            if words[0] == "LIST":
-                return [ln.strip() for ln in lines[i + 1:] if ln.strip()]
-            if len(words) >= 4 and "%" in words[0]:
-                return _pattern_names(*words[:4])
-            return [value.strip()]
-    return []
+    if words[0] == "LIST":  # one name per line after the field
+        return [ln.strip() for ln in rest if ln.strip()]
+    if len(words) >= 4 and "%" in words[0]:
+        return _pattern_names(*words[:4])
+    return [value]
 
 
 def check_data_files(path: Path) -> None:
@@ -210,11 +195,12 @@ def _whole(text: str) -> int | None:
         return None
 
 
-def _metaimage_fields(path: Path) -> tuple[dict[str, str], int]:
-    """Header ``key = value`` fields up to ``ElementDataFile``, and the byte where data start."""
+def _metaimage_fields(text: str) -> tuple[dict[str, str], int]:
+    """A MetaImage header's ``key = value`` fields up to ``ElementDataFile``, and the byte
+    where what follows it (voxels, or a LIST of files) starts."""
     fields: dict[str, str] = {}
     end = 0
-    for line in _header_text(path).split("\n"):
+    for line in text.split("\n"):
         end += len(line) + 1
         key, sep, value = line.partition("=")
         if sep:
@@ -224,11 +210,28 @@ def _metaimage_fields(path: Path) -> tuple[dict[str, str], int]:
     return fields, end
 
 
+def _nrrd_fields(text: str) -> tuple[dict[str, str], list[str]]:
+    """A NRRD header's ``key: value`` fields (keys lower case) up to the blank line that
+    ends an attached header, and the lines after its ``data file`` field (a LIST's names)."""
+    fields: dict[str, str] = {}
+    rest: list[str] = []
+    lines = text.split("\n")
+    for i, line in enumerate(lines):
+        if i and not line.strip():
+            break
+        key, sep, value = line.partition(":")
+        if sep and not value.startswith("="):
+            fields[key.strip().lower()] = value.strip()
+            if key.strip().lower() in ("data file", "datafile"):
+                rest = lines[i + 1:]
+    return fields, rest
+
+
 def check_metaimage_header(path: Path) -> None:
     """The fields ITK trusts blindly: ``NDims`` (a huge value crashes it), ``DimSize``,
     ``ElementType`` and ``CompressedDataSize``; and ``CompressedData = True`` must be followed
     by a zlib/gzip stream (ITK would otherwise return the raw bytes as if they inflated)."""
-    fields, end = _metaimage_fields(path)
+    fields, end = _metaimage_fields(_header_text(path))
     if "NDims" not in fields and "ObjectType" not in fields:
         raise VolumeError(f"{path}: cannot read as MetaImage (no NDims or ObjectType field: "
                           "damaged, or another format)")
@@ -272,13 +275,7 @@ def check_nrrd_header(path: Path) -> None:
     if not text.startswith("NRRD000"):
         raise VolumeError(f"{path}: cannot read as NRRD (no NRRD000x magic at the start: "
                           "damaged, or another format)")
-    fields: dict[str, str] = {}
-    for i, line in enumerate(text.split("\n")):
-        if i and not line.strip():
-            break
-        key, sep, value = line.partition(":")
-        if sep and not value.startswith("="):
-            fields[key.strip().lower()] = value.strip()
+    fields, _ = _nrrd_fields(text)
     kind = fields.get("type", "").lower()
     if kind not in NRRD_TYPES:
         raise VolumeError(f"{path}: type {kind!r} is not a numeric voxel type")

@@ -250,19 +250,26 @@ def volume_from_sitk(image: Any, path: Path | str, is_label: bool | None, meta: 
     return _finish(array, path, is_label, build)
 
 
-def _read_sitk_file(path: Path, is_label: bool | None, fmt: str) -> Volume:
+def _header_only(file: str | Path, path: Path, what: str):
+    """``(reader, bytes per voxel)``: a SimpleITK reader of ``file`` that has read its header
+    and no voxel yet (errors name ``path`` as a ``what`` that cannot be read)."""
     import SimpleITK as sitk
 
-    guards.check_data_files(path)
-    (guards.check_metaimage_header if fmt == "metaimage" else guards.check_nrrd_header)(path)
-    with _library_errors(path, fmt.upper() if fmt == "nrrd" else "MetaImage"):
+    with _library_errors(path, what):
         reader = sitk.ImageFileReader()
-        reader.SetFileName(str(path))
+        reader.SetFileName(str(file))
         reader.ReadImageInformation()
         pixel = sitk.GetPixelIDValueAsString(reader.GetPixelID())
-        itemsize = guards.sitk_itemsize(pixel) * reader.GetNumberOfComponents()
+    return reader, guards.sitk_itemsize(pixel) * reader.GetNumberOfComponents()
+
+
+def _read_sitk_file(path: Path, is_label: bool | None, fmt: str) -> Volume:
+    what = fmt.upper() if fmt == "nrrd" else "MetaImage"
+    guards.check_data_files(path)
+    (guards.check_metaimage_header if fmt == "metaimage" else guards.check_nrrd_header)(path)
+    reader, itemsize = _header_only(path, path, what)
     guards.check_size(path, reader.GetSize(), itemsize)
-    with _library_errors(path, fmt.upper() if fmt == "nrrd" else "MetaImage"):
+    with _library_errors(path, what):
         image = reader.Execute()
     return volume_from_sitk(image, path, is_label, {"format": fmt})
 
@@ -308,12 +315,7 @@ def _read_dicom(path: Path, is_label: bool | None) -> Volume:
 
     files = dicom_series_files(path)
     folder = path if path.is_dir() else path.parent
-    with _library_errors(path, "DICOM"):
-        info = sitk.ImageFileReader()
-        info.SetFileName(files[0])
-        info.ReadImageInformation()
-        pixel = sitk.GetPixelIDValueAsString(info.GetPixelID())
-        itemsize = guards.sitk_itemsize(pixel) * info.GetNumberOfComponents()
+    info, itemsize = _header_only(files[0], path, "DICOM")
     size = info.GetSize()
     guards.check_size(folder, (size[0], size[1], len(files) * (size[2] if len(size) > 2 else 1)),
                       itemsize)

@@ -66,8 +66,3 @@ def write_volume(volume, path: Path) -> Path:
 
     return save_volume(volume, path)
 
-
-def label_segments(loaded) -> list[dict] | None:
-    """Named segments for a model's label maps (``.seg.nrrd`` headers): the one naming rule
-    of :func:`napari_medgan.training.inference.model_segments`."""
-    return loaded.segments

@@ -12,7 +12,6 @@ from pathlib import Path
 from napari_medgan.slicer.common import (
     DEVICE,
     MODEL_GROUP,
-    label_segments,
     load_model,
     read_volume,
     write_volume,
@@ -35,10 +34,7 @@ def run(args: argparse.Namespace, progress: Progress) -> list[Path]:
     images, labels = generate(loaded, 1, seed=args.seed, reference=reference)
     progress.stage("writing the result", 0.9)
     written = [write_volume(images[0], args.outputVolume)]
-    if args.outputLabels:
-        segments = label_segments(loaded)
-        if segments:
-            labels[0].meta["segments"] = segments
+    if args.outputLabels:  # generate() names the label values (.seg.nrrd segments)
         written.append(write_volume(labels[0], args.outputLabels))
     return written
 

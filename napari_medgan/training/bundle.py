@@ -217,7 +217,7 @@ def _bundle_prefix(path: Path, names: list[str]) -> str:
 def _check_format(doc: Any, where: Path) -> None:
     """``format`` is ours and ``format_version`` one this version reads."""
     from napari_medgan import __version__
-    from napari_medgan.training.checkpoint import CheckpointError
+    from napari_medgan.training.checkpoint import CheckpointError, _brief
 
     if not isinstance(doc, dict) or doc.get("format") != FORMAT:
         raise CheckpointError(f"{where}: not a napari-medgan model bundle (field 'format' is "
@@ -237,7 +237,7 @@ def _check_format(doc: Any, where: Path) -> None:
 def _check_model_doc(doc: dict, where: Path) -> None:
     """Every field of model.json known, the required ones present, ``weights`` and
     ``module_metadata`` well formed; the rest is checked by the Checkpoint's own checks."""
-    from napari_medgan.training.checkpoint import CheckpointError
+    from napari_medgan.training.checkpoint import CheckpointError, _brief
 
     _check_format(doc, where)
     unknown = sorted(set(doc) - set(MODEL_FIELDS))
@@ -273,7 +273,7 @@ def _read_weights(data: bytes, record: dict, where: Path, model_json: Path) -> d
         raise CheckpointError(f"{where}: {len(data)} bytes but {model_json.name} field "
                               f"'weights.bytes' records {record['bytes']}; the file is "
                               "truncated or not this bundle's")
-    if hashlib.sha256(data).hexdigest() != record["sha256"].lower():
+    if sha256_hex(data) != record["sha256"].lower():
         raise CheckpointError(f"{where}: SHA-256 differs from {model_json.name} field "
                               "'weights.sha256'; the weights were changed or are not this "
                               "bundle's")
@@ -290,7 +290,3 @@ def sha256_hex(data: bytes) -> str:
 def _whole(value: Any) -> bool:
     return isinstance(value, int) and not isinstance(value, bool) and value >= 0
 
-
-def _brief(value: Any) -> str:
-    text = repr(value)
-    return text if len(text) <= 40 else text[:37] + "..."

@@ -588,6 +588,16 @@ def _read_state(path: Path) -> dict:
     return doc
 
 
+def checkpoint_step(path: str | Path) -> int | None:
+    """The step of the checkpoint :func:`load_checkpoint` would load for ``path``, from its
+    ``state.json`` alone (no weights are read); None when there is none or it is damaged."""
+    try:
+        step = _read_state(_resolve(Path(path)) / STATE_FILE)["state"].get("step")
+    except (CheckpointError, OSError):
+        return None
+    return step if isinstance(step, int) and not isinstance(step, bool) else None
+
+
 def _read_tensors(path: Path, expected_bytes: Any) -> dict[str, torch.Tensor]:
     size = path.stat().st_size
     if isinstance(expected_bytes, int) and size != expected_bytes:

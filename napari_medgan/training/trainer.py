@@ -95,7 +95,6 @@ class Trainer:
         self._lock = None  # the run folder's lock, held by the writing rank while it runs
         self.history = History(self.out, self.write)  # the training record (history.jsonl)
         self._recording = False  # set once the record is trimmed to the resumed step
-        self._last_quality: float | None = None  # the figure of the last checkpoint written
 
     # ------------------------------------------------------------ run control
     def stop(self) -> None:
@@ -281,9 +280,10 @@ class Trainer:
         if not all_ranks_agree(refusal is None):
             raise TrainingError(refusal or f"{self.out}: run folder is in use by another "
                                 "training process; wait for it to finish or stop it")
-        if self._lock is not None:
-            remove_leftovers(self.out)  # e.g. a config.yaml half-written when it was killed
-        if self._lock is not None and self._lock.stale:
+        if self._lock is None:
+            return
+        remove_leftovers(self.out)  # e.g. a config.yaml half-written when it was killed
+        if self._lock.stale:
             yield ev.MessageEvent(0, "warning", f"{self.out}: taking over from a training "
                                   f"process that ended without finishing "
                                   f"({describe_holder(self._lock.stale)})")
@@ -534,7 +534,9 @@ class Trainer:
         }
 
     def _roll_back(self) -> None:
+        """Back to the last snapshot (weights, optimisers, step), learning rates halved."""
         snap = self._snapshot
+        self.step = snap["step"]
         unwrap(self.G).load_state_dict(snap["G"])
         unwrap(self.D).load_state_dict(snap["D"])
         self.ema.load_state_dict(snap["ema"])
@@ -560,7 +562,6 @@ class Trainer:
             return
         bad = self.step
         self._roll_back()
-        self.step = self._snapshot["step"]
         if not self._weights_finite():
             raise TrainingError(
                 f"{self.out}: the generator's weights are not finite at step {bad} and there is "
@@ -610,9 +611,6 @@ class Trainer:
                   seconds_per_step=round(event.seconds, 5))
         elif isinstance(event, ev.PreviewEvent):
             self.history.save_preview(event.step, event.volumes, event.labels)
-        elif isinstance(event, ev.CheckpointEvent):
-            write("checkpoint", event.step, name=Path(event.path).name, final=event.kind == "final",
-                  best=event.kind == "best", quality=self._last_quality)
         elif isinstance(event, ev.MessageEvent) and event.level in ("info", "warning"):
             write("message", event.step, level=event.level, text=event.text)
         elif isinstance(event, ev.DoneEvent):
@@ -712,7 +710,6 @@ class Trainer:
                 "lower the learning rates (--lr-g/--lr-d), use --precision fp32, or check the data"
             )
         self._roll_back()
-        self.step = self._snapshot["step"]
         lr_g, lr_d = self._lrs()
         yield ev.MessageEvent(
             self.step, "warning",
@@ -808,9 +805,12 @@ class Trainer:
                 metric=metric,
                 final=(kind == "final"),
             )
-            self._last_quality = metric
+            self.history.write("checkpoint", self.step, name=path.name, final=kind == "final",
+                               best=False, quality=metric)
             yield ev.CheckpointEvent(self.step, str(path), kind)
             if self.manager.best_metric != best_before:
+                self.history.write("checkpoint", self.step, name="best", final=False, best=True,
+                                   quality=metric)
                 yield ev.CheckpointEvent(self.step, str(self.manager.directory / "best"), "best")
         barrier()
 

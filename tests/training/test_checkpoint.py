@@ -589,3 +589,11 @@ def test_non_finite_weights_are_refused_at_load(tmp_path, trained_checkpoint):
     (target / "state.json").write_text(json.dumps(doc))
     with pytest.raises(CheckpointError, match=rf"{target}: {key} holds NaN or infinite weights"):
         load_generator(target)
+
+
+def test_checkpoint_step_reads_the_step_without_the_weights(tmp_path, trained_checkpoint):
+    from napari_medgan.training.checkpoint import checkpoint_step
+
+    assert checkpoint_step(trained_checkpoint) == load_checkpoint(trained_checkpoint).step == 2
+    assert checkpoint_step(trained_checkpoint.parent.parent) == 2  # the run folder
+    assert checkpoint_step(tmp_path) is None
