@@ -3,7 +3,9 @@
 Each configuration builds the real :class:`napari_medgan.training.trainer.Trainer` on a
 phantom of the patch size and times ``Trainer._train_step()``: the batch drawn from the
 data, augmentation, the family's own step (D update with lazy R1, G update, EMA), exactly
-as a run does, with the losses left on the device. Reported: voxels/s; FLOPs per step
+as a run does, with the losses left on the device, timed over whole R1 cycles (one step
+in ``r1_every`` adds the R1 penalty) and reported as the mean step. Reported: voxels/s;
+FLOPs per step
 counted by ``torch.utils.flop_counter`` on the eager step (averaged over ``r1_every``
 steps, so R1's double backward is in at its real rate); achieved TFLOP/s against the GPU's
 dense bf16 peak, or GFLOP/s against a float32 matrix multiply measured in the same run on
@@ -12,7 +14,9 @@ the CPU.
 Variants, each a configuration of the trainer itself (``train.precision``,
 ``train.memory_format``, ``train.compile``):
 
-* ``eager-fp32``: the baseline;
+* ``eager-fp32``: the baseline, PyTorch's defaults (on a GPU its convolutions run on TF32
+  tensor cores);
+* ``strict-fp32``: the same with TF32 turned off (``torch.backends.cudnn.allow_tf32``);
 * ``channels_last``: fp32 with channels_last_3d (CPU);
 * ``bf16``: bf16 autocast, contiguous;
 * ``bf16+channels_last`` (GPU);
@@ -55,6 +59,9 @@ FAMILIES = {"dcgan3d": ("synthesis", {}), "pix2pix3d": ("label2image", {}),
             "hagan3d": ("synthesis", {"slab_size": 32})}
 VARIANTS = {
     "eager-fp32": dict(precision="fp32", memory_format="contiguous", compile="off"),
+    # PyTorch runs fp32 convolutions on TF32 tensor cores by default
+    # (torch.backends.cudnn.allow_tf32); this variant turns that off: true fp32 arithmetic
+    "strict-fp32": dict(precision="fp32", memory_format="contiguous", compile="off"),
     "channels_last": dict(precision="fp32", memory_format="channels_last", compile="off"),
     "bf16": dict(precision="bf16", memory_format="contiguous", compile="off"),
     "bf16+channels_last": dict(precision="bf16", memory_format="channels_last", compile="off"),
@@ -143,6 +150,7 @@ def run_config(spec: dict) -> dict:
     device = torch.device(spec["device"])
     if spec.get("threads"):
         torch.set_num_threads(int(spec["threads"]))
+    torch.backends.cudnn.allow_tf32 = spec["variant"] != "strict-fp32"
     from napari_medgan.training.memory import reset_peak_rss, status_bytes
 
     peak_reset = reset_peak_rss() if device.type == "cpu" else False
@@ -168,7 +176,9 @@ def run_config(spec: dict) -> dict:
     load_before = os.getloadavg()[0] if hasattr(os, "getloadavg") else None
     times = []
     t_start = time.perf_counter()
-    for i in range(int(spec["warmup"]) + int(spec["steps"])):
+    # whole R1 cycles, so the mean carries R1's double backward at its real rate
+    timed = -(-int(spec["steps"]) // r1_every) * r1_every
+    for i in range(int(spec["warmup"]) + timed):
         _sync(device)
         t0 = time.perf_counter()
         step()
@@ -182,7 +192,7 @@ def run_config(spec: dict) -> dict:
     else:
         hwm = status_bytes("VmHWM")
         peak_mib = (hwm - rss0) / 2**20 if hwm is not None and rss0 is not None else None
-    median = statistics.median(times)
+    median, mean = statistics.median(times), statistics.fmean(times)
     settings = VARIANTS[spec["variant"]]
     voxels = spec["batch"] * spec["size"] ** 3
     if spec["family"] == "hagan3d":  # a step computes the low-res volume and one slab
@@ -195,8 +205,10 @@ def run_config(spec: dict) -> dict:
         "amp_dtype": "fp32" if trainer.amp_dtype is None else str(trainer.amp_dtype)[6:],
         "memory_format": settings["memory_format"], "compile": settings["compile"] == "on",
         "cudnn_benchmark": device.type == "cuda",
-        "step_s_median": round(median, 4), "step_s_all": [round(t, 4) for t in times],
-        "voxels_per_s": round(voxels / median, 1),
+        "tf32_convolutions": device.type == "cuda" and torch.backends.cudnn.allow_tf32,
+        "step_s_mean": round(mean, 4), "step_s_median": round(median, 4),
+        "step_s_all": [round(t, 4) for t in times],
+        "voxels_per_s": round(voxels / mean, 1),
         "flops_per_step": flops,
         "peak_mem_mib": round(peak_mib, 1) if peak_mib is not None else None,
         "peak_reset_ok": peak_reset if device.type == "cpu" else True,
@@ -290,7 +302,7 @@ def _print_table(records: list[dict], reference: str) -> None:
         tf = f"{r['tflops']:.3f}" if r.get("tflops") is not None else "-"
         ref = f"{100 * r['of_reference']:.1f}%" if r.get("of_reference") is not None else "-"
         print(f"{r['family']:<9} {r['size']:>4} {r['batch']:>5} {r['variant']:<26} "
-              f"{r['step_s_median']:>8.3f} {r['voxels_per_s'] / 1e6:>8.3f} {speed:>8} "
+              f"{r['step_s_mean']:>8.3f} {r['voxels_per_s'] / 1e6:>8.3f} {speed:>8} "
               f"{tf:>8} {ref:>9} {mem:>9}")
 
 
@@ -396,20 +408,20 @@ def main(argv: list[str] | None = None) -> int:
                 rec = _run_isolated(spec)
                 if "error" not in rec:
                     if variant == "eager-fp32":
-                        baseline, flops = rec["step_s_median"], rec["flops_per_step"]
+                        baseline, flops = rec["step_s_mean"], rec["flops_per_step"]
                     if baseline:
-                        rec["speedup_vs_baseline"] = round(baseline / rec["step_s_median"], 3)
+                        rec["speedup_vs_baseline"] = round(baseline / rec["step_s_mean"], 3)
                     if flops:
                         rec["flops_per_step"] = flops  # the same computation in every variant
-                        rec["tflops"] = round(flops / rec["step_s_median"] / 1e12, 4)
+                        rec["tflops"] = round(flops / rec["step_s_mean"] / 1e12, 4)
                         ref = peak if kind == "cuda" else (matmul * 1e9 if matmul else None)
-                        rec["of_reference"] = round(flops / rec["step_s_median"] / ref, 4) \
+                        rec["of_reference"] = round(flops / rec["step_s_mean"] / ref, 4) \
                             if ref else None
                 records.append(rec)
                 _write(out, {**payload, "results": records,
                              "total_wall_s": round(time.perf_counter() - t0, 1)})
                 print(f"  {family} {size} b{batch} {variant}: "
-                      + (rec.get("error") or f"{rec['step_s_median']:.3f} s/step"), flush=True)
+                      + (rec.get("error") or f"{rec['step_s_mean']:.3f} s/step"), flush=True)
     total = time.perf_counter() - t0
 
     print()

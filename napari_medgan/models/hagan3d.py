@@ -29,6 +29,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.nn.utils.parametrizations import spectral_norm as _spectral_norm
 
+from napari_medgan.models.blocks import upsample_block
 from napari_medgan.models.dcgan3d import _init_dcgan
 from napari_medgan.tasks import FAMILIES, get_task
 
@@ -49,9 +50,7 @@ CONSISTENCY_WEIGHT = 5.0
 
 
 def _up_block(c_in: int, c_out: int) -> nn.Sequential:
-    return nn.Sequential(nn.Upsample(scale_factor=2, mode="nearest"),
-                         nn.Conv3d(c_in, c_out, 3, padding=1, bias=False),
-                         nn.BatchNorm3d(c_out), nn.ReLU(inplace=True))
+    return upsample_block(c_in, c_out, nn.BatchNorm3d(c_out))
 
 
 def _head(x: torch.Tensor, num_classes: int) -> torch.Tensor:

@@ -107,7 +107,7 @@ def test_spectral_norm_on_off():
 
 def test_dcgan_weight_init():
     g = Generator3D(latent_dim=64, out_channels=1, channels=16, spatial_size=32)
-    w = g.blocks[0][1].weight
+    w = g.blocks[0][0].weight  # the block's (upsampling) convolution
     assert w.std().item() == pytest.approx(0.02, rel=0.05)
     assert abs(w.mean().item()) < 2e-3
 
@@ -166,3 +166,16 @@ def test_channels_last_3d_input_matches():
     x = torch.randn(2, 1, 16, 16, 16)
     y = d(x.contiguous(memory_format=torch.channels_last_3d))
     torch.testing.assert_close(y, d(x), atol=1e-5, rtol=1e-4)
+
+
+def test_upsampling_block_keeps_the_state_dict_keys_of_upsample_then_conv():
+    """The fused block loads weights written when nn.Upsample sat at index 0 of the block,
+    and computes what nn.Upsample + that conv computed."""
+    g = Generator3D(latent_dim=8, out_channels=1, channels=4, spatial_size=32)
+    keys = [k for k in g.state_dict() if k.startswith("blocks.0.")]
+    assert "blocks.0.1.weight" in keys and "blocks.0.2.running_mean" in keys
+    block, x = g.blocks[0], torch.randn(2, g.seed_channels, 2, 2, 2, dtype=torch.float64)
+    conv = block[0].double()
+    old = nn.functional.conv3d(nn.functional.interpolate(x, scale_factor=2), conv.weight,
+                               conv.bias, padding=1)
+    torch.testing.assert_close(conv(x), old)
