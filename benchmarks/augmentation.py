@@ -37,10 +37,13 @@ sys.path.insert(0, str(HERE))
 
 REAL_SEED, TEST_SEED = 10_000, 20_000  # the GAN's demo phantoms use seeds 0, 1, ...
 #: pair-making families: the demo's settings, with another model where given (hagan3d: the
-#: whole 32^3 grid, trained in 16-plane slabs plus the 8^3 low-resolution volume)
+#: whole 32^3 grid, trained in 16-plane slabs plus the 8^3 low-resolution volume;
+#: twostage3d: a label-map generator, then SPADE label -> image)
 FAMILIES = {"dcgan3d-joint": None,
             "hagan3d-joint": dict(name="hagan3d", task="joint", volume_shape=(32, 32, 32),
-                                  slab_size=16, channels=16, latent_dim=64)}
+                                  slab_size=16, channels=16, latent_dim=64),
+            "twostage3d-joint": dict(name="twostage3d", task="joint", patch_size=32,
+                                     channels=16, latent_dim=64)}
 
 
 def train_family(name: str, out: Path, budget: float, seed: int):

@@ -215,17 +215,18 @@ class ModelConfig(_Checked):
     """
 
     name: str = opt("dcgan3d", 'dcgan3d (unconditional patches), hagan3d (unconditional whole '
-                    'volumes, hierarchical) or pix2pix3d (conditional)', flag="model")
+                    'volumes, hierarchical), twostage3d (label map, then image from it) or '
+                    'pix2pix3d (conditional)', flag="model")
     task: str | None = opt(None, "dcgan3d, hagan3d: synthesis | joint (image + label map); "
-                                 "pix2pix3d: label2image | translate | denoise | superres | "
-                                 "inpaint")
+                                 "twostage3d: joint; pix2pix3d: label2image | translate | "
+                                 "denoise | superres | inpaint")
     patch_size: int = opt(32, 'cubic patch edge in voxels (multiple of 16)')
     volume_shape: tuple[int, int, int] | None = opt(
         None, "hagan3d: size of the whole volume it generates, voxels x,y,z (e.g. 192,224,192), "
               "each a multiple of 32 (default: the patch size cubed)")
     slab_size: int = opt(32, "hagan3d: thickness (z voxels, a multiple of 8) of the "
                              "full-resolution slab each step trains")
-    latent_dim: int = opt(128, 'latent size (dcgan3d, hagan3d)')
+    latent_dim: int = opt(128, 'latent size (dcgan3d, hagan3d, twostage3d)')
     channels: int = opt(32, 'base network width')
     num_classes: int = opt(0, 'label classes incl. background (0 = from data)')
     spectral_norm: bool = True
@@ -297,8 +298,9 @@ class TrainConfig(_Checked):
     ema_decay: float = 0.999
     augment: bool = True
     augment_p: float = 0.6
-    l1_weight: float = opt(100.0, 'L1 weight for pix2pix3d')
-    fm_weight: float = opt(10.0, 'feature-matching weight for pix2pix3d (pix2pixHD; 0 = off)')
+    l1_weight: float = opt(100.0, "L1 weight for pix2pix3d and twostage3d's image stage")
+    fm_weight: float = opt(10.0, "feature-matching weight for pix2pix3d and twostage3d's image "
+                                 "stage (pix2pixHD; 0 = off)")
     grad_clip: float = 10.0
     device: str = opt("auto", 'auto | cpu | cuda | cuda:N | mps')
     precision: str = opt("auto", 'auto | fp32 | bf16 | fp16')
@@ -366,9 +368,12 @@ class RunConfig:
     data: DataConfig = field(default_factory=DataConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
-    out: str = "runs/medgan"
-    init: str | None = None
-    resume: bool = False
+    out: str = opt("runs/medgan", "run folder: config.yaml, training record, checkpoints; a "
+                   "folder that already holds a run is refused unless resumed")
+    init: str | None = opt(None, "fine-tune from this checkpoint, run folder or model bundle "
+                                 "(the architecture comes from it, the optimisers start fresh)")
+    resume: bool = opt(False, "continue the interrupted run in the run folder from its last "
+                              "checkpoint (optimiser and random state included)")
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
@@ -443,6 +448,18 @@ def _build(kind: type, values: dict, section: str) -> Any:
 #: RunConfig section -> its dataclass.
 SECTIONS = {"data": DataConfig, "model": ModelConfig, "train": TrainConfig}
 
+#: Sampling settings: the help of ``napari-medgan generate``'s options and the tooltips of
+#: the Synthesize & Compare dock (declared here once, like the run settings above).
+SAMPLING_HELP = {
+    "checkpoint": "run folder, checkpoint folder or model bundle (folder or .zip)",
+    "n": "number of volumes to draw (unconditional models)",
+    "seed": "sampling seed: the same seed gives the same volumes",
+    "condition": "input of a conditional model: a label map (label2image) or an image "
+                 "(translate, denoise, superres, inpaint)",
+    "mask": "inpainting mask: non-zero voxels are filled in",
+    "reference": "real volume whose spacing, direction and centre the samples take",
+}
+
 
 def train_flags() -> list[tuple[str, str, str, type, str]]:
     """``(section, field, flag dest, type, help)`` for every field declared with :func:`opt`,
@@ -463,8 +480,9 @@ def train_flags() -> list[tuple[str, str, str, type, str]]:
 
 
 def field_help(section: str, name: str) -> str:
-    """The help text of field ``section.name`` (its CLI ``--help`` line; widget tooltips)."""
-    for f in dataclasses.fields(SECTIONS[section]):
+    """The help text of field ``section.name`` (its CLI ``--help`` line; widget tooltips);
+    section ``"run"`` is :class:`RunConfig`'s own fields (``out``, ``init``, ``resume``)."""
+    for f in dataclasses.fields(RunConfig if section == "run" else SECTIONS[section]):
         if f.name == name:
             return f.metadata.get("help", "")
     raise KeyError(f"{section}.{name}: no such config field")

@@ -10,7 +10,8 @@ family that serves it), not a branch in every module.
 task            condition   output             restores    pairs   families
 ==============  ==========  =================  ==========  ======  ===========
 synthesis       --          image              --          --      dcgan3d, hagan3d
-joint           --          image + labels     --          yes     dcgan3d, hagan3d
+joint           --          image + labels     --          yes     dcgan3d, hagan3d,
+                                                                       twostage3d
 label2image     labels      image              --          yes     pix2pix3d
 translate       image       image (other)      --          --      pix2pix3d
 denoise         image       image              yes         --      pix2pix3d
@@ -102,6 +103,7 @@ FAMILIES: dict[str, tuple[str, ...]] = {
     "dcgan3d": ("synthesis", "joint"),
     "hagan3d": ("synthesis", "joint"),
     "pix2pix3d": ("label2image", "translate", "denoise", "superres", "inpaint"),
+    "twostage3d": ("joint",),
 }
 
 #: Tasks whose generator takes a condition.
@@ -133,5 +135,5 @@ def get_task(name: str) -> Task:
 
 
 #: Why a model's results cannot be exported as a segmentation dataset.
-NOT_PAIRS = ("export-dataset needs image + label pairs: a joint model (dcgan3d) or a "
-             "label2image model (pix2pix3d)")
+NOT_PAIRS = ("export-dataset needs image + label pairs: a joint model (dcgan3d, hagan3d, "
+             "twostage3d) or a label2image model (pix2pix3d)")

@@ -32,7 +32,7 @@ from types import ModuleType
 
 from torch import nn
 
-from napari_medgan.models import dcgan3d, hagan3d, pix2pix3d
+from napari_medgan.models import dcgan3d, hagan3d, pix2pix3d, twostage3d
 
 __all__ = ["MODELS", "build_generator", "build_discriminator", "channels_for", "get_model",
            "patch_shape", "register_model"]
@@ -59,6 +59,7 @@ def register_model(name: str, module: ModuleType) -> None:
 register_model("dcgan3d", dcgan3d)
 register_model("hagan3d", hagan3d)
 register_model("pix2pix3d", pix2pix3d)
+register_model("twostage3d", twostage3d)
 
 
 def get_model(name: str) -> ModuleType:

@@ -187,14 +187,17 @@ class Generator3D(nn.Module):
         z = torch.randn(int(n), self.latent_dim, generator=generator, device=source)
         return z.to(device)
 
-    def forward(self, z: torch.Tensor) -> torch.Tensor:
+    def logits(self, z: torch.Tensor) -> torch.Tensor:
+        """The head's output ``(B, out_channels, S, S, S)`` before its activations."""
         if z.ndim != 2 or z.shape[1] != self.latent_dim:
             raise ValueError(f"Generator3D: expected latent of shape (B, {self.latent_dim}), "
                              f"got {tuple(z.shape)}")
         b = self.base
         x = self.fc(z).view(z.shape[0], self.seed_channels, b, b, b)
-        x = self.blocks(self.seed(x))
-        x = self.head(x)
+        return self.head(self.blocks(self.seed(x)))
+
+    def forward(self, z: torch.Tensor) -> torch.Tensor:
+        x = self.logits(z)
         image = torch.tanh(x[:, :1])
         if self.out_channels == 1:
             return image

@@ -32,7 +32,8 @@ CASES = [
 
 
 def test_registry_names_match_config():
-    assert set(models.MODELS) == set(MODEL_TASKS) == {"dcgan3d", "hagan3d", "pix2pix3d"}
+    assert set(models.MODELS) == set(MODEL_TASKS) == {"dcgan3d", "hagan3d", "pix2pix3d",
+                                                      "twostage3d"}
     for module in models.MODELS.values():
         for fn in ("build_generator", "build_discriminator", "channels_for"):
             assert callable(getattr(module, fn))

@@ -1,0 +1,200 @@
+"""Two-stage image + label pair synthesis: a label map from noise, then an image from it.
+
+The design of MAISI (MONAI) and brainSPADE (Fernandez et al., "Can segmentation models be
+trained with fully synthetically generated data?", SASHIMI 2022): instead of one network
+drawing image and labels together (``dcgan3d`` joint), two easier problems.
+
+* **Stage 1**, the label-map generator: a DCGAN generator (:class:`LabelGenerator3D`,
+  nearest upsampling + convolution blocks) from noise to class probabilities (softmax),
+  judged by a DCGAN critic on one-hot label maps alone.
+* **Stage 2**, the image generator: the SPADE generator of ``pix2pix3d`` label2image
+  (:class:`napari_medgan.models.spade3d.SPADEGenerator3D`, which starts from the per-class
+  mean intensity and learns the correction), trained on the *real* pairs with the
+  conditional losses (two-scale PatchGAN on label map + image, L1, feature matching).
+
+A sample is the stage-1 label map made one-hot (argmax), and the stage-2 image computed from
+exactly that map: image and labels agree by construction. The two stages train together,
+one step each per trainer step, in one generator and one discriminator module (one optimiser
+each, one DDP wrapper each): their parameters are disjoint, so this is two independent GANs
+on one clock.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from napari_medgan.models.dcgan3d import Discriminator3D, Generator3D
+from napari_medgan.models.pix2pix3d import MultiScalePatchDiscriminator3D
+from napari_medgan.models.spade3d import SPADEGenerator3D
+from napari_medgan.tasks import FAMILIES
+
+#: Tasks this family serves (declared with the task registry).
+TASKS = FAMILIES["twostage3d"]
+
+#: Network layout stored in checkpoints as ``model_layout``.
+LAYOUT_VERSION = 1
+LAYOUT_NOTE = "DCGAN label-map generator and critic; SPADE image generator and two-scale " \
+    "PatchGAN on label map + image"
+
+
+class LabelGenerator3D(Generator3D):
+    """Latent -> class probabilities ``(B, K, S, S, S)`` (softmax over the channels, in
+    float32 so they sum to 1 under bf16 autocast). The DCGAN generator with ``K`` output
+    channels."""
+
+    def forward(self, z: torch.Tensor) -> torch.Tensor:
+        logits = self.logits(z)
+        return torch.softmax(logits.float(), dim=1).to(logits.dtype)
+
+
+def one_hot(probabilities: torch.Tensor) -> torch.Tensor:
+    """Class probabilities ``(B, K, ...)`` -> the one-hot map of their argmax, same dtype."""
+    k = probabilities.shape[1]
+    index = probabilities.argmax(1)
+    return F.one_hot(index, k).movedim(-1, 1).to(probabilities.dtype)
+
+
+class TwoStageGenerator3D(nn.Module):
+    """Stage 1 (:attr:`labels`) and stage 2 (:attr:`image`) in one module.
+
+    ``forward(z)`` samples pairs: ``(B, 1 + K, S, S, S)``, the image (normalised units)
+    then the one-hot label map it was computed from, the output of every joint generator.
+    ``forward(z, labels)`` is the training pass, both stages in one call (one DDP pass):
+    ``(stage-1 probabilities for z, stage-2 image for the given one-hot labels)``.
+    """
+
+    def __init__(self, latent_dim: int, num_classes: int, channels: int,
+                 spatial_size: int) -> None:
+        super().__init__()
+        if int(num_classes) < 2:
+            raise ValueError(f"num_classes: expected >= 2, got {num_classes!r}")
+        self.latent_dim, self.num_classes = int(latent_dim), int(num_classes)
+        self.out_channels = 1 + self.num_classes
+        self.spatial_size = int(spatial_size)
+        self.labels = LabelGenerator3D(latent_dim=latent_dim, out_channels=self.num_classes,
+                                       channels=channels, spatial_size=spatial_size)
+        self.image = SPADEGenerator3D(in_channels=self.num_classes, channels=channels)
+
+    def sample_latent(self, n: int, generator: torch.Generator | None = None,
+                      device: torch.device | str | None = None) -> torch.Tensor:
+        """``(n, latent_dim)`` standard-normal latents (see :meth:`Generator3D.sample_latent`)."""
+        return self.labels.sample_latent(n, generator=generator, device=device)
+
+    def fit_to_data(self, data) -> None:
+        """Stage 2 starts from the per-class mean intensity of the training pairs."""
+        self.image.fit_to_data(data)
+
+    def forward(self, z: torch.Tensor, labels: torch.Tensor | None = None):
+        if labels is not None:
+            return self.labels(z), self.image(labels)
+        hard = one_hot(self.labels(z))
+        image = self.image(hard)
+        return torch.cat([image, hard.to(image.dtype)], dim=1)
+
+
+class TwoStageDiscriminator3D(nn.Module):
+    """The two critics in one module: :attr:`labels` (DCGAN critic on one-hot label maps)
+    and :attr:`pair` (two-scale PatchGAN on label map + image).
+    ``forward(label_maps, pairs)`` returns ``(logits (B, 1), patch logits (B, N))``."""
+
+    def __init__(self, num_classes: int, channels: int, spatial_size: int,
+                 spectral_norm: bool = True) -> None:
+        super().__init__()
+        self.labels = Discriminator3D(in_channels=int(num_classes), channels=channels,
+                                      spatial_size=spatial_size, spectral_norm=spectral_norm)
+        self.pair = MultiScalePatchDiscriminator3D(in_channels=int(num_classes) + 1,
+                                                   channels=channels,
+                                                   spectral_norm=spectral_norm)
+
+    def forward(self, label_maps: torch.Tensor, pairs: torch.Tensor):
+        return self.labels(label_maps), self.pair(pairs)
+
+
+def channels_for(cfg) -> tuple[int, int]:
+    """``(latent_dim, 1 + num_classes)``: noise in, image + label map out."""
+    from napari_medgan.models.dcgan3d import channels_for as dcgan_channels
+
+    return dcgan_channels(cfg)
+
+
+def build_generator(cfg) -> TwoStageGenerator3D:
+    latent, out = channels_for(cfg)
+    return TwoStageGenerator3D(latent_dim=latent, num_classes=out - 1,
+                               channels=int(cfg.channels), spatial_size=int(cfg.patch_size))
+
+
+def build_discriminator(cfg) -> TwoStageDiscriminator3D:
+    _, out = channels_for(cfg)
+    return TwoStageDiscriminator3D(num_classes=out - 1, channels=int(cfg.channels),
+                                   spatial_size=int(cfg.patch_size),
+                                   spectral_norm=bool(cfg.spectral_norm))
+
+
+def train_step(trainer, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """One step of each stage. Stage 1: the non-saturating GAN loss on label maps (real
+    one-hot against generated probabilities). Stage 2: the conditional GAN loss on the real
+    label maps with L1 and feature matching, as ``pix2pix3d`` label2image. One
+    discriminator update (lazy R1 on both critics), one generator update through the
+    updated critics; the EMA follows. Returns the losses on the device."""
+    from napari_medgan.training.device import autocast
+    from napari_medgan.training.ema import unwrap, update_ema
+    from napari_medgan.training.losses import discriminator_loss, generator_loss, r1_penalty
+
+    cfg = trainer.config.train
+    real = trainer.to_device(batch["image"])
+    real_labels = real[:, 1:]
+    gen, d_module = unwrap(trainer.G), unwrap(trainer.D)
+    with autocast(trainer.device, trainer.amp_dtype):
+        fake_labels, fake_image = trainer.G(
+            gen.sample_latent(real.shape[0], device=trainer.device), real_labels)
+    # the pair critic sees [label map, image], as pix2pix3d's does
+    real_pair = torch.cat([real_labels, real[:, :1]], 1)
+
+    labels_in = trainer._augment(torch.cat([real_labels, fake_labels.detach().float()]))
+    pair_in = trainer._augment(torch.cat([real_pair, torch.cat(
+        [real_labels, fake_image.detach().float()], 1)]))
+    do_r1 = cfg.r1_gamma > 0 and trainer.step % cfg.r1_every == 0
+    if do_r1:
+        labels_in = labels_in.detach().requires_grad_(True)
+        pair_in = pair_in.detach().requires_grad_(True)
+    with autocast(trainer.device, trainer.amp_dtype):
+        logits_labels, logits_pair = trainer.D(labels_in, pair_in)
+    real_l, fake_l = logits_labels.float().chunk(2)
+    real_p, fake_p = logits_pair.float().chunk(2)
+    loss_d = discriminator_loss(cfg.loss, real_l, fake_l) + \
+        discriminator_loss(cfg.loss, real_p, fake_p)
+    losses = {"D": loss_d.detach()}
+    if do_r1:
+        # per sample: the label critic's logit plus the pair critic's summed patch logits
+        r1 = r1_penalty(real_l.flatten(1).sum(1) + real_p.flatten(1).sum(1),
+                        (labels_in, pair_in), scaler=trainer.scalers[id(trainer.opt_d)])
+        loss_d = loss_d + 0.5 * cfg.r1_gamma * cfg.r1_every * r1
+        losses["R1"] = r1.detach()
+    trainer._update(trainer.opt_d, loss_d, trainer.D)
+
+    d_module.requires_grad_(False)
+    fake_pair = torch.cat([real_labels, fake_image], 1)
+    with autocast(trainer.device, trainer.amp_dtype):
+        g_labels, g_pair = d_module(trainer._augment(fake_labels), trainer._augment(fake_pair))
+    loss_g = generator_loss(cfg.loss, g_labels.float()) + \
+        generator_loss(cfg.loss, g_pair.float())
+    losses["G"] = loss_g.detach()
+    if cfg.l1_weight > 0:
+        l1 = F.l1_loss(fake_image.float(), real[:, :1])
+        loss_g = loss_g + cfg.l1_weight * l1
+        losses["L1"] = l1.detach()
+    if cfg.fm_weight > 0:
+        with torch.no_grad(), autocast(trainer.device, trainer.amp_dtype):
+            real_feats = d_module.pair.features(real_pair)
+        with autocast(trainer.device, trainer.amp_dtype):
+            fake_feats = d_module.pair.features(fake_pair)
+        fm = sum(F.l1_loss(f.float(), r.float()) for f, r in zip(fake_feats, real_feats))
+        fm = fm / len(real_feats)
+        loss_g = loss_g + cfg.fm_weight * fm
+        losses["FM"] = fm.detach()
+    trainer._update(trainer.opt_g, loss_g, trainer.G)
+    d_module.requires_grad_(True)
+    update_ema(trainer.ema, trainer.G, cfg.ema_decay, trainer.step)
+    return losses

@@ -1,0 +1,84 @@
+"""The two-stage family: a label map from noise, then an image computed from that map."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from napari_medgan.config import ModelConfig
+from napari_medgan.models import build_discriminator, build_generator
+from napari_medgan.models.twostage3d import TwoStageGenerator3D, one_hot
+from napari_medgan.training import events as ev
+from napari_medgan.training.checkpoint import load_checkpoint
+from napari_medgan.training.inference import generate, load_generator
+from napari_medgan.training.trainer import Trainer
+
+
+def _cfg(**kw):
+    return ModelConfig(**{**dict(name="twostage3d", task="joint", patch_size=16, channels=8,
+                                 latent_dim=16, num_classes=4), **kw})
+
+
+def test_a_sample_is_a_one_hot_map_and_the_image_computed_from_it():
+    torch.manual_seed(0)
+    g = build_generator(_cfg()).eval()
+    z = g.sample_latent(3)
+    with torch.no_grad():
+        out = g(z)
+        labels = out[:, 1:]
+        assert out.shape == (3, 5, 16, 16, 16)
+        # every voxel one class, exactly
+        assert torch.equal(labels.sum(1), torch.ones(3, 16, 16, 16))
+        assert set(labels.unique().tolist()) <= {0.0, 1.0}
+        # consistent by construction: stage 2 on the written label map gives the image
+        torch.testing.assert_close(out[:, :1], g.image(labels))
+        # and the label map is stage 1's argmax for that latent
+        assert torch.equal(labels.argmax(1), g.labels(z).argmax(1))
+
+
+def test_training_pass_runs_both_stages_and_the_critics_judge_both():
+    g, d = build_generator(_cfg()), build_discriminator(_cfg())
+    real_labels = one_hot(torch.rand(2, 4, 16, 16, 16))
+    probs, image = g(g.sample_latent(2), real_labels)
+    assert probs.shape == (2, 4, 16, 16, 16) and image.shape == (2, 1, 16, 16, 16)
+    torch.testing.assert_close(probs.sum(1), torch.ones(2, 16, 16, 16))
+    logits_labels, logits_pair = d(real_labels, torch.cat([real_labels, image], 1))
+    assert logits_labels.shape == (2, 1) and logits_pair.shape[0] == 2
+
+
+def test_bad_settings_name_what_is_wrong():
+    with pytest.raises(ValueError, match="num_classes"):
+        TwoStageGenerator3D(latent_dim=8, num_classes=1, channels=8, spatial_size=16)
+    with pytest.raises(ValueError, match="model.num_classes"):
+        build_generator(_cfg(num_classes=0))
+
+
+def test_two_stage_run_end_to_end_at_16(tmp_path, tiny_run):
+    """Trains through the trainer, starts stage 2 from the data's class means, checkpoints,
+    resumes exactly, and generates pairs with the data's geometry."""
+    full = [e for e in Trainer(tiny_run(tmp_path / "a", model="twostage3d", task="joint",
+                                        steps=5)).run()]
+    steps = [e for e in full if isinstance(e, ev.StepEvent)]
+    assert {"D", "G", "L1", "FM"} <= set(steps[-1].losses)
+    loaded = load_generator(tmp_path / "a")
+    means = loaded.generator.image.class_means
+    assert means.abs().sum() > 0 and len(set(means.tolist())) > 1  # fitted, per class
+    images, labels = generate(loaded, 2, seed=1)
+    geo = load_checkpoint(tmp_path / "a").state["geometry"]
+    assert images[0].shape == labels[0].shape == (16, 16, 16)
+    np.testing.assert_allclose(images[0].spacing, geo["spacing"])
+    assert labels[0].is_label and labels[0].array.max() < loaded.model.num_classes
+    # the image agrees with its label map: per class, the mean intensity differs
+    img, lab = images[0].array, labels[0].array
+    assert len({round(float(img[lab == c].mean()), 3) for c in np.unique(lab)}) > 1
+
+    run_b = tiny_run(tmp_path / "b", model="twostage3d", task="joint", steps=3)
+    list(Trainer(run_b).run())
+    resumed_run = tiny_run(tmp_path / "b", model="twostage3d", task="joint", steps=5)
+    resumed_run.resume = True
+    resumed = [e for e in Trainer(resumed_run).run() if isinstance(e, ev.StepEvent)]
+    assert [e.step for e in resumed] == [4, 5]
+    for a, b in zip(steps[3:], resumed):
+        for key in a.losses:
+            assert a.losses[key] == pytest.approx(b.losses[key], rel=1e-5, abs=1e-6), key
