@@ -186,12 +186,7 @@ def train_step(trainer, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tenso
         loss_g = loss_g + cfg.l1_weight * l1
         losses["L1"] = l1.detach()
     if cfg.fm_weight > 0:
-        with torch.no_grad(), autocast(trainer.device, trainer.amp_dtype):
-            real_feats = d_module.pair.features(real_pair)
-        with autocast(trainer.device, trainer.amp_dtype):
-            fake_feats = d_module.pair.features(fake_pair)
-        fm = sum(F.l1_loss(f.float(), r.float()) for f, r in zip(fake_feats, real_feats))
-        fm = fm / len(real_feats)
+        fm = trainer.feature_matching(d_module.pair.features, real_pair, fake_pair)
         loss_g = loss_g + cfg.fm_weight * fm
         losses["FM"] = fm.detach()
     trainer._update(trainer.opt_g, loss_g, trainer.G)

@@ -487,20 +487,26 @@ class Trainer:
             loss_g = loss_g + cfg.l1_weight * l1
             losses["L1"] = l1.detach()
         if cond is not None and cfg.fm_weight > 0 and hasattr(d_module, "features"):
-            # feature matching (pix2pixHD, Wang et al. 2018): D's features of the fake match
-            # those of the real, layer by layer, un-augmented so both see the same transform
-            with torch.no_grad(), autocast(self.device, self.amp_dtype):
-                real_feats = d_module.features(real_in)
-            with autocast(self.device, self.amp_dtype):
-                fake_feats = d_module.features(with_cond(fake))
-            fm = sum(F.l1_loss(f.float(), r.float()) for f, r in zip(fake_feats, real_feats))
-            fm = fm / len(real_feats)
+            fm = self.feature_matching(d_module.features, real_in, with_cond(fake))
             loss_g = loss_g + cfg.fm_weight * fm
             losses["FM"] = fm.detach()
         self._update(self.opt_g, loss_g, self.G)
         d_module.requires_grad_(True)
         update_ema(self.ema, self.G, cfg.ema_decay, self.step)
         return losses
+
+    def feature_matching(self, features, real_in: torch.Tensor,
+                         fake_in: torch.Tensor) -> torch.Tensor:
+        """Feature matching (pix2pixHD, Wang et al. 2018): the mean L1 distance, layer by
+        layer, between the discriminator's ``features`` of the fake and of the real input
+        (no gradient through the real side), both un-augmented so they see the same
+        transform."""
+        with torch.no_grad(), autocast(self.device, self.amp_dtype):
+            real_feats = features(real_in)
+        with autocast(self.device, self.amp_dtype):
+            fake_feats = features(fake_in)
+        fm = sum(F.l1_loss(f.float(), r.float()) for f, r in zip(fake_feats, real_feats))
+        return fm / len(real_feats)
 
     def _update(self, optimizer: torch.optim.Optimizer, loss: torch.Tensor,
                 module: nn.Module) -> None:
