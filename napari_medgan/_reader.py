@@ -18,6 +18,7 @@ from napari_medgan.io.paths import DICOM_SUFFIX, is_supported_path, volume_stem,
 from napari_medgan.io.readers import dicom_series_files, load_volume
 from napari_medgan.io.segments import label_names
 from napari_medgan.io.volume import Volume
+from napari_medgan.provenance import PROVENANCE_KEY, make_provenance, read_provenance
 
 #: Soft-tissue CT window (level 40, width 400 HU): shows brain, muscle and fat at once.
 CT_WINDOW = (-160.0, 240.0)
@@ -79,9 +80,13 @@ def _contrast_limits(volume: Volume) -> tuple[float, float]:
     return p_lo, p_hi
 
 
-def volume_to_layer_data(volume: Volume, name: str | None = None) -> LayerData:
-    """``(data, kwargs, layer_type)`` for napari from a Volume."""
+def volume_to_layer_data(volume: Volume, name: str | None = None,
+                         provenance: dict | None = None) -> LayerData:
+    """``(data, kwargs, layer_type)`` for napari from a Volume; ``provenance`` (a record of
+    :mod:`napari_medgan.provenance`) goes into the layer metadata."""
     kwargs = volume.to_layer_kwargs()
+    if provenance is not None:
+        kwargs["metadata"][PROVENANCE_KEY] = provenance
     kwargs["name"] = name or (volume_stem(volume.source) if volume.source else "volume")
     if volume.is_label:
         segments = volume.meta.get("segments")
@@ -116,5 +121,25 @@ def read_volumes(path: str | Sequence[str]) -> list[LayerData]:
                 continue
             seen_dicom.update(Path(f).resolve() for f in dicom_series_files(p))
         volume = load_volume(p)
-        layers.append(volume_to_layer_data(volume))
+        layers.append(volume_to_layer_data(volume, provenance=file_provenance(p)))
     return layers
+
+
+def file_provenance(path: Path) -> dict:
+    """A file is real, unless the ``synthetic.json`` manifest that "Save all synthetic"
+    writes beside it lists it: then it is what the manifest says (synthetic, its model)."""
+    import json
+
+    manifest = path.parent / "synthetic.json"
+    if manifest.is_file():
+        try:
+            entries = json.loads(manifest.read_text())
+        except (OSError, ValueError):
+            entries = []
+        entries = entries.get("files", []) if isinstance(entries, dict) else entries
+        for entry in entries if isinstance(entries, list) else []:
+            if isinstance(entry, dict) and entry.get("file") == path.name:
+                record = read_provenance({PROVENANCE_KEY: entry.get("provenance")}) or \
+                    read_provenance({"medgan_synthetic": entry.get("provenance") or True})
+                return {**record, "source": str(path)}
+    return make_provenance("real", source=str(path))

@@ -15,6 +15,11 @@ import numpy as np
 
 from napari_medgan.data.phantom import PHANTOM_LABELS, make_head_phantom
 from napari_medgan.io.volume import Volume
+from napari_medgan.provenance import PROVENANCE_KEY, make_provenance
+
+#: A generated phantom is no patient scan, but it is the data the demo's GANs imitate: for the
+#: reader study and set metrics it stands on the real side (the source says it is a phantom).
+PHANTOM = make_provenance("real", source="head phantom (generated, seed 0)")
 
 #: Sample grid edge (voxels): 96^3 at 230/96 = 2.4 mm is generated in well under a second
 #: and shows cortical folds.
@@ -28,14 +33,16 @@ def _robust_limits(array: np.ndarray, low: float = 0.5, high: float = 99.5) -> l
     return [lo, hi if hi > lo else lo + 1.0]
 
 
-def _image(volume: Volume, name: str, contrast_limits) -> tuple:
+def _image(volume: Volume, name: str, contrast_limits, provenance: dict) -> tuple:
     kwargs = volume.to_layer_kwargs()
+    kwargs["metadata"][PROVENANCE_KEY] = dict(provenance)
     kwargs.update(name=name, colormap="gray", contrast_limits=list(contrast_limits))
     return volume.array, kwargs, "image"
 
 
 def _labels(volume: Volume, name: str) -> tuple:
     kwargs = volume.to_layer_kwargs()
+    kwargs["metadata"][PROVENANCE_KEY] = dict(PHANTOM)
     kwargs["metadata"]["label_names"] = dict(PHANTOM_LABELS)
     # shown in the status bar when hovering over a label
     kwargs.update(name=name, opacity=0.35, features={
@@ -46,14 +53,14 @@ def _labels(volume: Volume, name: str) -> tuple:
 def make_phantom_sample() -> list[tuple]:
     """T1-like MR head phantom (96^3, 2.4 mm, seed 0, with a lesion) and its tissue labels."""
     image, labels = make_head_phantom((SAMPLE_SIZE,) * 3, seed=0, lesion=True, modality="mr")
-    return [_image(image, "head phantom (MR)", _robust_limits(image.array)),
+    return [_image(image, "head phantom (MR)", _robust_limits(image.array), PHANTOM),
             _labels(labels, "head phantom labels")]
 
 
 def make_phantom_ct_sample() -> list[tuple]:
     """The same head as the MR sample, as CT in Hounsfield units, and its tissue labels."""
     image, labels = make_head_phantom((SAMPLE_SIZE,) * 3, seed=0, lesion=True, modality="ct")
-    return [_image(image, "head phantom (CT, HU)", CT_WINDOW),
+    return [_image(image, "head phantom (CT, HU)", CT_WINDOW, PHANTOM),
             _labels(labels, "head phantom labels")]
 
 
@@ -65,7 +72,8 @@ def make_t1_sample() -> list[tuple]:
 
     path = os.path.join(nibabel.testing.data_path, "anatomical.nii")
     volume = load_volume(path, is_label=False)
-    return [_image(volume, "T1 head (nibabel anatomical.nii)", _robust_limits(volume.array))]
+    return [_image(volume, "T1 head (nibabel anatomical.nii)", _robust_limits(volume.array),
+                   make_provenance("real", source=path))]
 
 
 def make_pretrained_sample() -> list[tuple]:
@@ -78,5 +86,7 @@ def make_pretrained_sample() -> list[tuple]:
 
     loaded = load_generator(PRETRAINED_HEAD, device="cpu")
     (image,), (labels,) = generate(loaded, 1, seed=0)
-    return [_image(image, "synthetic head (pretrained, seed 0)", _robust_limits(image.array)),
-            volume_to_layer_data(labels, "synthetic head labels")]
+    drawn = make_provenance("synthetic", model=PRETRAINED_HEAD.name, step=loaded.step, seed=0)
+    return [_image(image, "synthetic head (pretrained, seed 0)", _robust_limits(image.array),
+                   drawn),
+            volume_to_layer_data(labels, "synthetic head labels", provenance=drawn)]

@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from napari_medgan.io.volume import Volume
+from napari_medgan.provenance import provenance_metadata
 
 
 @dataclass
@@ -198,8 +199,8 @@ def compute_baselines(loaded, case_or_condition, mask: Volume | None = None,
         out["histogram matching"] = named(norm.inverse(y), "histmatch")
     else:
         raise ValueError(f"{task}: no classical baseline (unconditional task)")
-    for vol in out.values():
-        vol.meta = {**vol.meta, "medgan_provenance": "baseline"}
+    for method, vol in out.items():
+        vol.meta = {**vol.meta, **provenance_metadata("derived", method=method)}
     return out
 
 

@@ -11,13 +11,21 @@ Two designs:
     ``A`` and ``B`` (the synthetic one on each side in half the trials); the
     reader answers which one is synthetic (``"A"`` or ``"B"``).
 
-Trials carry the truth, but what a reader is shown (:meth:`ReaderStudy.current`)
-does not: a neutral title (``Trial 3/20``), volumes stripped of names and
-metadata and cast to one dtype. Accuracy comes with a 95 % Wilson score interval
-(Wilson 1927, "Probable inference, the law of succession, and statistical
-inference", JASA 22(158)) and a one-sided exact binomial test against 50 %
-(``scipy.stats.binomtest``). Accuracy near 50 % -- an interval covering 0.5 --
-means readers could not tell synthetic from real.
+Which cases enter and how they are paired comes from ``design_seed`` (the same for every
+reader, so their answers can be compared case by case); the trial order and the A/B
+placement come from ``seed``, drawn fresh for each reader unless given.
+
+**Blinding.** Trials carry the truth, but what a reader is shown (:meth:`ReaderStudy.current`)
+does not. :meth:`ReaderStudy.prepare` (the set-up step) brings every case to one grid --
+one shape, one spacing, one direction, origin at zero, float32 -- and finds one intensity
+window, or raises :class:`StudyGridError` with the reason, for the person setting up the
+study: cases whose fields of view differ by more than 10 % would need cropping that shows
+part of a head next to whole ones, and cases whose intensities mostly fall outside the
+common window (different units) would give the class away by brightness. The reader sees a
+neutral title (``Trial 3/20``) and volumes stripped of names and metadata.
+
+Statistics (accuracy, Wilson interval, binomial test, ROC AUC, kappa) are in
+:mod:`napari_medgan.study_stats`; the HTML report in :mod:`napari_medgan.study_report`.
 """
 
 from __future__ import annotations
@@ -25,11 +33,10 @@ from __future__ import annotations
 import csv
 import io
 import json
-import math
 import os
 import re
+import secrets
 import time
-from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -39,12 +46,31 @@ import numpy as np
 from napari_medgan import __version__
 from napari_medgan.io import Volume, atomic_write_text, list_volume_files, load_volume, volume_stem
 from napari_medgan.io.paths import LABEL_WORDS
+from napari_medgan.study_grid import (
+    FOV_TOLERANCE,
+    StudyGridError,
+    common_grid,
+    harmonize,
+)
+from napari_medgan.study_stats import (
+    ANSWERS,
+    interpret,
+    pool_readers,
+    summarize_rows,
+    wilson_interval,
+)
+
+__all__ = [
+    "ANSWERS", "CSV_FIELDS", "FOV_TOLERANCE", "MODES", "ReaderStudy", "StudyCase",
+    "StudyGridError", "Trial", "TrialView", "common_grid", "draw_seed", "harmonize", "interpret",
+    "list_study_files", "make_study", "pool_csvs", "pool_readers", "pooled_contrast",
+    "read_reader_tables", "read_study_csv", "report_path", "results_from_csv", "resume_study",
+    "summarize_rows", "summary_path", "wilson_interval", "write_study_report",
+]
 
 MODES = ("single", "2afc")
-ANSWERS = {"single": ("real", "synthetic"), "2afc": ("A", "B")}
-CSV_FIELDS = ("trial", "mode", "reader", "case_a", "truth_a", "case_b", "truth_b", "truth",
-              "answer", "correct", "confidence", "seconds")
-_Z95 = 1.959963984540054  # two-sided 95 % normal quantile
+CSV_FIELDS = ("trial", "mode", "reader", "seed", "case_a", "truth_a", "case_b", "truth_b",
+              "truth", "answer", "correct", "confidence", "seconds")
 
 
 # ----------------------------------------------------------------------------- cases
@@ -128,16 +154,22 @@ def _unique_ids(cases: list[StudyCase]) -> None:
             case.case_id = f"{case.case_id}#{count + 1}"
 
 
-def make_study(real: Any, synthetic: Any, seed: int = 0, mode: str = "single",
-               reader: str = "anonymous", balance: bool = True) -> "ReaderStudy":
+def draw_seed() -> int:
+    """A fresh seed for one reader's order (recorded in the CSV and JSON)."""
+    return secrets.randbits(31)
+
+
+def make_study(real: Any, synthetic: Any, seed: int | None = None, mode: str = "single",
+               reader: str = "anonymous", balance: bool = True,
+               design_seed: int = 0) -> "ReaderStudy":
     """Build a blinded, shuffled study.
 
     Parameters
     ----------
     real, synthetic : list of Volume or paths, or a folder
         The two sets (folders: their volume files, label maps by name excluded).
-    seed : int
-        Same seed, same trial order and A/B placement.
+    seed : int or None
+        The reader's trial order and A/B placement; None draws a fresh one.
     mode : {"single", "2afc"}
         See the module docstring.
     reader : str
@@ -145,6 +177,9 @@ def make_study(real: Any, synthetic: Any, seed: int = 0, mode: str = "single",
     balance : bool
         ``single``: use as many real as synthetic volumes (randomly chosen from the larger
         set), so that chance is 50 %. ``2afc`` always pairs ``min(n_real, n_synthetic)``.
+    design_seed : int
+        Which cases enter (when balancing) and how 2AFC pairs are formed: the same for
+        every reader of a study, so that agreement can be measured case by case.
 
     Raises
     ------
@@ -153,14 +188,15 @@ def make_study(real: Any, synthetic: Any, seed: int = 0, mode: str = "single",
     """
     if mode not in MODES:
         raise ValueError(f"mode: expected one of {MODES}, got {mode!r}")
+    seed = draw_seed() if seed is None else int(seed)
     reals, fakes = _cases(real, "real"), _cases(synthetic, "synthetic")
     if not reals or not fakes:
         raise ValueError(f"reader study: needs real and synthetic volumes, got {len(reals)} "
                          f"real and {len(fakes)} synthetic")
     _unique_ids(reals + fakes)
-    rng = np.random.default_rng(int(seed))
-    reals = [reals[i] for i in rng.permutation(len(reals))]
-    fakes = [fakes[i] for i in rng.permutation(len(fakes))]
+    design = np.random.default_rng(int(design_seed))
+    reals = [reals[i] for i in design.permutation(len(reals))]
+    fakes = [fakes[i] for i in design.permutation(len(fakes))]
     notes = []
     if mode == "2afc" or balance:
         k = min(len(reals), len(fakes))
@@ -171,6 +207,7 @@ def make_study(real: Any, synthetic: Any, seed: int = 0, mode: str = "single",
     elif len(reals) != len(fakes):
         notes.append(f"unbalanced ({len(reals)} real, {len(fakes)} synthetic): chance accuracy "
                      "is not 50%, so the binomial test against 50% is biased")
+    rng = np.random.default_rng(seed)
     if mode == "single":
         groups = [(c,) for c in reals + fakes]
     else:
@@ -183,13 +220,14 @@ def make_study(real: Any, synthetic: Any, seed: int = 0, mode: str = "single",
     order = rng.permutation(len(groups))
     trials = [Trial(i, groups[j]) for i, j in enumerate(order)]
     return ReaderStudy(trials=trials, mode=mode, reader=str(reader) or "anonymous",
-                       seed=int(seed), notes=notes)
+                       seed=seed, notes=notes)
 
 
 # ----------------------------------------------------------------------------- study
 @dataclass
 class ReaderStudy:
-    """A sequence of trials answered one at a time: ``current()``, ``record()``, ``results()``."""
+    """A sequence of trials answered one at a time: ``prepare()``, ``current()``,
+    ``record()``, ``results()``."""
 
     trials: list[Trial]
     mode: str = "single"
@@ -197,6 +235,8 @@ class ReaderStudy:
     seed: int = 0
     notes: list[str] = field(default_factory=list)
     position: int = 0
+    display: dict | None = None  # set by prepare(): common grid and window (set-up only)
+    _shown: dict = field(default_factory=dict, repr=False)  # case_id -> blinded Volume
 
     @property
     def done(self) -> bool:
@@ -206,14 +246,38 @@ class ReaderStudy:
     def choices(self) -> tuple[str, ...]:
         return ANSWERS[self.mode]
 
+    def cases(self) -> list[StudyCase]:
+        """Every case of the study, once."""
+        return list({id(c): c for t in self.trials for c in t.cases}.values())
+
+    def prepare(self) -> list[str]:
+        """Bring every case to one grid and one window (see the module docstring).
+
+        Returns notes for the person setting the study up (what was resampled). Raises
+        :class:`StudyGridError` when the cases cannot be shown alike.
+        """
+        cases = self.cases()
+        shown, display, notes = harmonize({c.case_id: c.load() for c in cases})
+        self._shown, self.display = shown, display
+        return notes
+
+    @property
+    def window(self) -> tuple[float, float]:
+        """The one display window of every trial (prepares the study when needed)."""
+        if self.display is None:
+            self.prepare()
+        return tuple(self.display["window"])  # type: ignore[return-value]
+
     def current(self) -> TrialView | None:
         """The blinded view of the next unanswered trial (None when done)."""
         if self.done:
             return None
+        if self.display is None:
+            self.prepare()
         trial = self.trials[self.position]
         number, total = self.position + 1, len(self.trials)
         title = f"Trial {number}/{total}"
-        volumes = tuple(_blind(c.load(), title) for c in trial.cases)
+        volumes = tuple(self._shown[c.case_id] for c in trial.cases)
         names = (title,) if self.mode == "single" else ("A", "B")
         return TrialView(number, total, self.mode, title, names, volumes, self.choices)
 
@@ -230,7 +294,7 @@ class ReaderStudy:
         if isinstance(confidence, bool) or int(confidence) != confidence \
                 or not 1 <= int(confidence) <= 5:
             raise ValueError(f"confidence: expected an integer 1-5, got {confidence!r}")
-        if not (math.isfinite(float(seconds)) and float(seconds) >= 0):
+        if not (np.isfinite(float(seconds)) and float(seconds) >= 0):
             raise ValueError(f"seconds: expected a time >= 0, got {seconds!r}")
         trial = self.trials[self.position]
         trial.answer, trial.confidence, trial.seconds = answer, int(confidence), float(seconds)
@@ -244,7 +308,7 @@ class ReaderStudy:
             b = t.cases[1] if len(t.cases) > 1 else None
             rows.append({
                 "trial": t.index + 1, "mode": self.mode, "reader": self.reader,
-                "case_a": a.case_id, "truth_a": a.truth,
+                "seed": self.seed, "case_a": a.case_id, "truth_a": a.truth,
                 "case_b": b.case_id if b else "", "truth_b": b.truth if b else "",
                 "truth": t.truth, "answer": t.answer or "",
                 "correct": "" if t.correct is None else int(t.correct),
@@ -254,11 +318,12 @@ class ReaderStudy:
         return rows
 
     def results(self) -> dict:
-        """Summary of the answered trials; see :func:`summarize_rows`."""
+        """Summary of the answered trials; see :func:`~napari_medgan.study_stats.summarize_rows`."""
         return summarize_rows(self.rows(), self.mode)
 
-    def save_csv(self, path: str | Path) -> Path:
-        """Write the trial table (CSV) and ``<stem>_summary.json`` beside it, atomically."""
+    def save_csv(self, path: str | Path, report: bool = False) -> Path:
+        """Write the trial table (CSV) and ``<stem>_summary.json`` beside it, atomically;
+        with ``report``, also ``<stem>_report.html`` (:func:`write_study_report`)."""
         path = Path(path)
         buffer = io.StringIO()
         writer = csv.DictWriter(buffer, fieldnames=CSV_FIELDS, lineterminator="\n")
@@ -267,9 +332,11 @@ class ReaderStudy:
         atomic_write_text(path, buffer.getvalue())
         summary = {**self.results(), "reader": self.reader, "mode": self.mode, "seed": self.seed,
                    "trials_total": len(self.trials), "notes": self.notes, "csv": path.name,
-                   "package_version": __version__,
+                   "display": self.display, "package_version": __version__,
                    "saved_at": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
         atomic_write_text(summary_path(path), json.dumps(summary, indent=2) + "\n")
+        if report:
+            write_study_report({self.reader: self.rows()}, report_path(path))
         return path
 
 
@@ -278,112 +345,23 @@ def summary_path(csv_path: str | Path) -> Path:
     return csv_path.with_name(f"{csv_path.stem}_summary.json")
 
 
-def _blind(volume: Volume, title: str) -> Volume:
-    """The voxels and geometry only: no file name, no metadata, one dtype."""
-    return Volume(np.asarray(volume.array, dtype=np.float32), spacing=volume.spacing,
-                  origin=volume.origin, direction=volume.direction, source=title)
+def report_path(csv_path: str | Path) -> Path:
+    csv_path = Path(csv_path)
+    return csv_path.with_name(f"{csv_path.stem}_report.html")
 
 
-def pooled_contrast(study: ReaderStudy, percentiles: tuple[float, float] = (1.0, 99.0),
-                    max_voxels: int = 200_000) -> tuple[float, float]:
-    """One display window for every trial: percentiles of all study volumes pooled.
-
-    Each volume contributes the same number of voxels (a regular subsample), so
-    neither class sets the window, and contrast does not give the class away.
-    """
-    samples = []
-    for case in {id(c): c for t in study.trials for c in t.cases}.values():
-        flat = np.asarray(case.load().array, dtype=np.float32).ravel()
-        samples.append(flat[:: max(1, flat.size // max_voxels)][:max_voxels])
-    lo, hi = np.percentile(np.concatenate(samples), percentiles)
-    return (float(lo), float(hi) if hi > lo else float(lo) + 1.0)
+def pooled_contrast(study: ReaderStudy) -> tuple[float, float]:
+    """One display window for every trial: 1-99 percentiles of all study volumes pooled,
+    each volume contributing the same number of voxels (neither class sets the window)."""
+    return study.window
 
 
-def geometry_cues(study: ReaderStudy) -> list[str]:
-    """Warnings when real and synthetic volumes differ in grid (shape, spacing): readers could
-    then tell them apart without looking at the anatomy."""
-    grids: dict[str, set] = {"real": set(), "synthetic": set()}
-    for case in {id(c): c for t in study.trials for c in t.cases}.values():
-        vol = case.load()
-        grids[case.truth].add((vol.shape, tuple(np.round(vol.spacing, 3))))
-    if grids["real"].isdisjoint(grids["synthetic"]):
-        return ["real and synthetic volumes never share shape and spacing "
-                f"(real {sorted(grids['real'])[:2]}, synthetic {sorted(grids['synthetic'])[:2]}): "
-                "readers may tell them apart by the grid alone; resample one set first"]
-    return []
+# ----------------------------------------------------------------------------- files
+def write_study_report(tables: dict[str, list[dict]], path: str | Path) -> Path:
+    """The HTML report (table, agreement, ROC curve) of one or several readers' rows."""
+    from napari_medgan.study_report import write_report
 
-
-# ----------------------------------------------------------------------------- statistics
-def wilson_interval(k: int, n: int, z: float = _Z95) -> tuple[float, float]:
-    """Wilson score interval for a binomial proportion ``k / n`` (Wilson 1927)."""
-    if n <= 0:
-        return (float("nan"), float("nan"))
-    p = k / n
-    denom = 1.0 + z * z / n
-    centre = (p + z * z / (2 * n)) / denom
-    half = z / denom * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n))
-    return (max(0.0, centre - half), min(1.0, centre + half))
-
-
-def _mean(values: Sequence[float]) -> float | None:
-    return float(np.mean(values)) if len(values) else None
-
-
-def summarize_rows(rows: Sequence[dict], mode: str) -> dict:
-    """Accuracy, 95 % Wilson CI, one-sided binomial p (readers better than 50 %), per-class
-    accuracy and mean confidence, from answered rows (``answer`` not empty).
-
-    Per class: ``single`` gives accuracy on real and on synthetic volumes;
-    ``2afc`` gives accuracy when the synthetic volume was ``A`` and when ``B``
-    (a large gap there means a side preference).
-    """
-    from scipy.stats import binomtest
-
-    done = [r for r in rows if str(r.get("answer", "")) != ""]
-    correct = [str(r["answer"]) == str(r["truth"]) for r in done]
-    n, k = len(done), int(sum(correct))
-    classes = ANSWERS["single"] if mode == "single" else ANSWERS["2afc"]
-    per_class = {}
-    for cls in classes:
-        hits = [c for r, c in zip(done, correct) if r["truth"] == cls]
-        per_class[cls] = {"n": len(hits), "accuracy": _mean(hits)}
-    conf = [float(r["confidence"]) for r in done]
-    secs = [float(r["seconds"]) for r in done if str(r.get("seconds", "")) != ""]
-    lo, hi = wilson_interval(k, n)
-    result = {
-        "n": n, "correct": k, "accuracy": k / n if n else None,
-        "ci95": [lo, hi] if n else None,
-        "p_value": float(binomtest(k, n, 0.5, alternative="greater").pvalue) if n else None,
-        "per_class": per_class,
-        "mean_confidence": _mean(conf),
-        "mean_confidence_correct": _mean([c for c, ok in zip(conf, correct) if ok]),
-        "mean_confidence_wrong": _mean([c for c, ok in zip(conf, correct) if not ok]),
-        "mean_seconds": _mean(secs),
-    }
-    result["interpretation"] = interpret(result)
-    return result
-
-
-def interpret(result: dict) -> str:
-    """Plain-language reading of :func:`summarize_rows`'s result."""
-    n = result["n"]
-    if not n:
-        return "No answers yet."
-    lo, hi = result["ci95"]
-    head = (f"Accuracy {100 * result['accuracy']:.1f}% (95% CI {100 * lo:.1f}-{100 * hi:.1f}%, "
-            f"n={n}, one-sided p={result['p_value']:.3g} against 50%). ")
-    if lo <= 0.5 <= hi:
-        text = ("The interval covers 50%: the readers could not tell synthetic from real "
-                "volumes better than chance.")
-        if hi - lo > 0.3:
-            text += (" The interval is wide, so this study is too small to show the two are "
-                     "indistinguishable; more trials narrow it.")
-    elif lo > 0.5:
-        text = "Readers told synthetic from real volumes better than chance."
-    else:
-        text = ("Readers were wrong more often than chance: they systematically took one class "
-                "for the other (a misleading cue, or the sets swapped?).")
-    return head + text
+    return write_report(pool_readers(tables), path)
 
 
 def read_study_csv(path: str | Path) -> list[dict]:
@@ -398,3 +376,79 @@ def results_from_csv(path: str | Path) -> dict:
     if not rows:
         raise ValueError(f"{path}: no trials in the file")
     return summarize_rows(rows, rows[0]["mode"])
+
+
+def read_reader_tables(paths: list[str | Path]) -> dict[str, list[dict]]:
+    """``{reader: rows}`` from several CSVs (one reader each; a name seen twice gets the file
+    name added)."""
+    tables: dict[str, list[dict]] = {}
+    for path in paths:
+        rows = read_study_csv(path)
+        if not rows or "answer" not in rows[0] or "truth" not in rows[0]:
+            raise ValueError(f"{path}: not a reader-study CSV (expected the columns "
+                             f"{', '.join(CSV_FIELDS)})")
+        name = rows[0].get("reader") or Path(path).stem
+        if name in tables:
+            name = f"{name} ({Path(path).name})"
+        tables[name] = rows
+    return tables
+
+
+def pool_csvs(paths: list[str | Path], report: str | Path | None = None) -> dict:
+    """Per-reader and pooled results, with agreement, of several readers' CSVs; with
+    ``report``, the HTML report is written there."""
+    if not paths:
+        raise ValueError("pooling readers: choose at least one reader-study CSV")
+    tables = read_reader_tables(paths)
+    result = pool_readers(tables)
+    if report is not None:
+        from napari_medgan.study_report import write_report
+
+        write_report(result, report)
+    return result
+
+
+def resume_study(csv_path: str | Path, real: Any, synthetic: Any) -> ReaderStudy:
+    """The study a CSV was saved from, answers included, ready at its first unanswered trial.
+
+    ``real`` and ``synthetic`` are the same sets the study was made from (their case ids
+    must be those in the CSV); the trial order, A/B placement, reader and seed come from the
+    file.
+
+    Raises
+    ------
+    ValueError
+        Empty or foreign CSV, or a case of the CSV missing from the sets (or on the other
+        side).
+    """
+    rows = read_study_csv(csv_path)
+    if not rows or "case_a" not in rows[0]:
+        raise ValueError(f"{csv_path}: no trials in the file")
+    mode = rows[0]["mode"]
+    if mode not in MODES:
+        raise ValueError(f"{csv_path}: mode {mode!r}, expected one of {MODES}")
+    cases = _cases(real, "real") + _cases(synthetic, "synthetic")
+    _unique_ids(cases)
+    by_id = {c.case_id: c for c in cases}
+    trials = []
+    for i, row in enumerate(sorted(rows, key=lambda r: int(r["trial"]))):
+        group = []
+        for key in ("a", "b") if mode == "2afc" else ("a",):
+            case = by_id.get(row[f"case_{key}"])
+            if case is None or case.truth != row[f"truth_{key}"]:
+                raise ValueError(f"{csv_path}: case {row[f'case_{key}']!r} "
+                                 f"({row[f'truth_{key}']}) of trial {row['trial']} is not among "
+                                 "the chosen cases: choose the same sets as when it started")
+            group.append(case)
+        trial = Trial(i, tuple(group))
+        if row["answer"]:
+            trial.answer, trial.confidence = row["answer"], int(row["confidence"])
+            trial.seconds = float(row["seconds"]) if row.get("seconds") else None
+        trials.append(trial)
+    position = next((i for i, t in enumerate(trials) if t.answer is None), len(trials))
+    if any(t.answer is not None for t in trials[position:]):
+        raise ValueError(f"{csv_path}: answered trials after an unanswered one; cannot resume")
+    seed = rows[0].get("seed")
+    return ReaderStudy(trials=trials, mode=mode, reader=rows[0]["reader"] or "anonymous",
+                       seed=int(seed) if seed else 0, position=position,
+                       notes=[f"resumed from {Path(csv_path).name} at trial {position + 1}"])

@@ -33,6 +33,7 @@ from napari_medgan._widgets._common import (
     spin,
 )
 from napari_medgan.config import PRESETS, ModelConfig, RunConfig
+from napari_medgan.provenance import provenance_metadata
 
 SOURCES = ("phantom", "layers", "folder")
 PATCH = "random patch"
@@ -183,7 +184,9 @@ class DatasetWidget(QWidget):
             if vols:
                 if name in self.viewer.layers:
                     self.viewer.layers.remove(name)
-                add_volume_layer(self.viewer, vols[0], name)
+                add_volume_layer(self.viewer, vols[0], name, metadata=provenance_metadata(
+                    "derived", method=f"training {name} (Dataset dock)",
+                    source=self.session.dataset.summary()))
         self.status.setText(f"patch {data.patch_size}^3 from {len(data)} volume(s), "
                             f"task {data.task}, preset {data.normalizer.preset}")
 

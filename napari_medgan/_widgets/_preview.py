@@ -14,6 +14,7 @@ import numpy as np
 from qtpy.QtCore import QTimer
 
 from napari_medgan._widgets._common import update_volume_layer
+from napari_medgan.provenance import PROVENANCE_KEY, make_provenance
 from napari_medgan.tasks import TASKS
 
 PREVIEW = "GAN preview"
@@ -38,8 +39,16 @@ def add_placeholders(viewer, model) -> bool:
         if name not in viewer.layers:
             add = viewer.add_labels if is_label else viewer.add_image
             add(np.zeros(shape, np.uint8 if is_label else np.float32), name=name,
-                visible=False, metadata={PLACEHOLDER: True})
+                visible=False, metadata={PLACEHOLDER: True, PROVENANCE_KEY: _drawn(model)})
     return fit_view
+
+
+def _drawn(model, step: int | None = None) -> dict:
+    """Provenance of a preview layer: synthetic, drawn by ``model`` (a ModelConfig, or the
+    name its placeholder recorded) at ``step``."""
+    name = getattr(model, "name", model)
+    return make_provenance("synthetic", model=f"{name} (training preview)" if name else
+                           "training preview", step=step)
 
 
 def show_preview(viewer, event, fit_view: bool = False) -> None:
@@ -54,11 +63,18 @@ def show_preview(viewer, event, fit_view: bool = False) -> None:
         if not volumes:
             continue
         waiting = name not in viewer.layers or viewer.layers[name].metadata.get(PLACEHOLDER)
+        old = viewer.layers[name].metadata.get(PROVENANCE_KEY) or {} \
+            if name in viewer.layers else {}
+        model = str(old.get("model", "")).removesuffix(" (training preview)") or None
+        # a condition is the model's input (cut from the training data), not its output
+        record = _drawn(model, event.step) if name != f"{PREVIEW} condition" else \
+            make_provenance("derived", method="training condition", step=event.step)
         layer = update_volume_layer(viewer, volumes[0], name, visible=False)
         if not volumes[0].is_label:
             layer.reset_contrast_limits()
+        layer.metadata = {**{k: v for k, v in layer.metadata.items() if k != PLACEHOLDER},
+                          PROVENANCE_KEY: record}
         if waiting:
-            layer.metadata = {k: v for k, v in layer.metadata.items() if k != PLACEHOLDER}
             QTimer.singleShot(0, partial(setattr, layer, "visible", True))
     if fit_view:
         QTimer.singleShot(0, viewer.reset_view)

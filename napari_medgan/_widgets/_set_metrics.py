@@ -14,6 +14,7 @@ from pathlib import Path
 
 import numpy as np
 from qtpy.QtWidgets import (
+    QCheckBox,
     QComboBox,
     QFileDialog,
     QFormLayout,
@@ -34,12 +35,14 @@ from napari_medgan._widgets._common import (
     results_table,
     run_in_thread,
 )
-from napari_medgan._widgets._dataset import PATCH
-from napari_medgan._widgets._preview import PLACEHOLDER, PREVIEW
+from napari_medgan._widgets._preview import PLACEHOLDER
 from napari_medgan.export import check_pairs, pairs_refusal
+from napari_medgan.provenance import layer_class
 from napari_medgan.tasks import TASKS
 
 REAL_SETS = ("all real image layers", "real reference only")
+RESAMPLE_TIP = ("Layers on different grids (shape, spacing) are refused: tick to resample all "
+                "to the coarsest spacing and centre-crop them to one shape first")
 EXPORT_TIP = ("write synthetic image + label pairs (and, if given, real ones) as an nnU-Net v2 "
               "raw dataset with a manifest")
 
@@ -64,8 +67,15 @@ class SetMetricsWidget(QWidget):
                                   "set: ~1 as varied as the real data, >> 1 mode collapse")
         self.wasserstein.setToolTip("Wasserstein-1 distance of the voxel intensities, in the "
                                     "real layers' units; 0 = same histogram")
+        self.resample = QCheckBox("Resample to one grid")
+        self.resample.setToolTip(RESAMPLE_TIP)
+        self.used = QLabel("")
+        self.used.setWordWrap(True)
+        self.used.setToolTip("The layers the last figures used; 'real' and 'synthetic' come "
+                             "from each layer's provenance, never its name")
         form = QFormLayout()
-        for label, w in (("Real set", self.real_set), ("Diversity ratio", self.diversity),
+        for label, w in (("Real set", self.real_set), ("", self.resample), ("Used", self.used),
+                         ("Diversity ratio", self.diversity),
                          ("Intensity W1", self.wasserstein), ("Memorized", self.memorized)):
             form.addRow(label, w)
         self.metrics_btn = QPushButton("Set metrics")
@@ -90,6 +100,7 @@ class SetMetricsWidget(QWidget):
         self.nearest = {}
         for label in (self.diversity, self.wasserstein, self.memorized):
             label.setText("-")
+        self.used.setText("")
         self.table.setRowCount(0)
 
     # ------------------------------------------------------------------- the sets
@@ -99,19 +110,26 @@ class SetMetricsWidget(QWidget):
                 if n in self.viewer.layers and layer_kind(self.viewer.layers[n]) == "image"]
 
     def real_layers(self) -> list[str]:
-        """The chosen real set: the reference layer, or every 3D image layer that is not
-        synthetic, a training preview or a dataset patch."""
-        from napari_medgan._widgets._reader_study import is_synthetic_layer
-
+        """The chosen real set: the reference layer, or every 3D image layer whose provenance
+        is real (:func:`~napari_medgan.provenance.layer_class`; a layer without one counts
+        only when napari read it from a file)."""
         if self.real_set.currentText() == REAL_SETS[1]:
             ref = self.host.reference.layer_name()
             return [ref] if ref and ref not in self.host.synthetic else []
         synthetic = set(self.host.synthetic)
-        return [ly.name for ly in self.viewer.layers
-                if layer_kind(ly) == "image" and ly.name not in synthetic
-                and not is_synthetic_layer(ly) and not ly.name.startswith((PREVIEW, PATCH))
-                and not ly.metadata.get(PLACEHOLDER) and not getattr(ly, "rgb", False)
-                and not getattr(ly, "multiscale", False) and np.ndim(ly.data) == 3]
+        return [ly.name for ly in self._images() if ly.name not in synthetic
+                and layer_class(ly) == "real"]
+
+    def unknown_layers(self) -> list[str]:
+        """3D image layers left out because nothing says where they come from."""
+        return [ly.name for ly in self._images() if layer_class(ly) == "unknown"
+                and ly.name not in self.host.synthetic]
+
+    def _images(self) -> list:
+        return [ly for ly in self.viewer.layers
+                if layer_kind(ly) == "image" and not ly.metadata.get(PLACEHOLDER)
+                and not getattr(ly, "rgb", False) and not getattr(ly, "multiscale", False)
+                and np.ndim(ly.data) == 3]
 
     # ------------------------------------------------------------------- handlers
     def _on_set_metrics(self) -> None:
@@ -126,10 +144,16 @@ class SetMetricsWidget(QWidget):
             layers = self.viewer.layers
             real_v = [layer_to_volume(layers[n]) for n in real]  # copies: the layers may change
             fake_v = [layer_to_volume(layers[n]) for n in fake]
+            real_v, fake_v, grid_note = _one_grid(real_v, fake_v, self.resample.isChecked())
         except expected_errors() as exc:
             self.host.status.setText(report_error("Set metrics", exc))
             return
         self.clear()
+        unknown = self.unknown_layers()
+        self.used.setText("; ".join(
+            [f"synthetic: {', '.join(fake)}", f"real: {', '.join(real)}"]
+            + ([f"left out (no provenance): {', '.join(unknown)}"] if unknown else [])
+            + ([grid_note] if grid_note else [])))
         self.metrics_btn.setEnabled(False)
         self.host.status.setText(f"set metrics: {len(fake)} synthetic vs {len(real)} real...")
         run_in_thread(_evaluate, real_v, fake_v, self._generation, returned=self._on_evaluated,
@@ -239,6 +263,27 @@ class SetMetricsWidget(QWidget):
         check = "check: OK" if not problems else \
             f"check: {len(problems)} problem(s), first: {problems[0]}"
         self.host.status.setText(f"exported {cases} case(s) to {dataset}; {check}")
+
+
+def _one_grid(real: list, fake: list, resample: bool) -> tuple[list, list, str]:
+    """The two sets as they are when they share one grid; else resampled to one
+    (``resample``), or a ValueError naming two layers on different grids."""
+    from napari_medgan.study import common_grid
+
+    vols = real + fake
+    grids = [(v.shape, tuple(np.round(v.spacing, 4))) for v in vols]
+    if len(set(grids)) == 1:
+        return real, fake, ""
+    if not resample:
+        odd = next(i for i, g in enumerate(grids) if g != grids[0])
+        describe = [f"{v.source!r} {'x'.join(map(str, v.shape))} at "
+                    f"{'x'.join(f'{s:.3g}' for s in v.spacing)} mm" for v in (vols[0], vols[odd])]
+        raise ValueError(f"the layers are on different grids ({describe[0]}, {describe[1]}): "
+                         "tick 'Resample to one grid' or choose layers on one grid")
+    keys = [f"{i}" for i in range(len(vols))]
+    same, notes = common_grid(dict(zip(keys, vols)))
+    out = [same[k].with_array(same[k].array, source=v.source) for k, v in zip(keys, vols)]
+    return out[:len(real)], out[len(real):], "; ".join(notes)
 
 
 def _evaluate(real, fake, generation: int) -> tuple[int, dict]:

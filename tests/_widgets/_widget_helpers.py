@@ -30,10 +30,13 @@ def configure_tiny(widget, out, steps: int, preview_every: int = 2) -> None:
 
 
 def add_phantom_layers(viewer, size: int = 16, seed: int = 0):
-    """A phantom head as Image + Labels layers placed by their geometry."""
+    """A phantom head as Image + Labels layers placed by their geometry, real by provenance
+    (as the sample data opens it)."""
     from napari_medgan._widgets._common import add_volume_layer
     from napari_medgan.data.phantom import make_head_phantom
+    from napari_medgan.provenance import provenance_metadata
 
     image, labels = make_head_phantom((size,) * 3, seed=seed)
-    return (add_volume_layer(viewer, image, "head"),
-            add_volume_layer(viewer, labels, "head labels"))
+    real = provenance_metadata("real", source=f"head phantom (seed {seed})")
+    return (add_volume_layer(viewer, image, "head", metadata=real),
+            add_volume_layer(viewer, labels, "head labels", metadata=real))

@@ -181,3 +181,39 @@ def test_export_label2image_uses_the_condition_labels(make_napari_viewer, qtbot,
         written = load_volume(dataset / "labelsTr" / f"{case}.nii.gz", is_label=True)
         np.testing.assert_array_equal(written.array, layer.data, err_msg=case)
     assert not (dataset / "labelsTr" / "syn_002.nii.gz").exists()
+
+
+def test_set_metrics_uses_provenance_and_refuses_mixed_grids(make_napari_viewer, qtbot,
+                                                             notifications, trained_checkpoint):
+    from napari_medgan._widgets._common import add_volume_layer
+    from napari_medgan._widgets._preview import PREVIEW
+    from napari_medgan.data.phantom import make_head_phantom
+    from napari_medgan.provenance import provenance_metadata
+
+    viewer = make_napari_viewer()
+    widget = _open(viewer)
+    panel = widget.set_metrics
+    real, _ = add_phantom_layers(viewer, seed=5)
+    big = make_head_phantom((32, 32, 32), seed=6)[0]  # the same head size on a finer grid
+    add_volume_layer(viewer, big, "fine head", metadata=provenance_metadata("real"))
+    add_volume_layer(viewer, big, PREVIEW, metadata=provenance_metadata("synthetic", step=3))
+    add_volume_layer(viewer, big, "random patch", metadata=provenance_metadata("derived"))
+    viewer.add_image(np.zeros((16, 16, 16), np.float32), name="my drawing")  # unknown
+    widget.checkpoint.set_path(str(trained_checkpoint))
+    _synthesize(qtbot, widget, 2)
+    assert panel.real_layers() == [real.name, "fine head"]  # never the preview or the patch
+    assert panel.unknown_layers() == ["my drawing"]
+
+    _set_metrics(qtbot, panel)  # 16^3 and 32^3 layers: refused, and it says how to go on
+    errors = error_messages(notifications)
+    assert len(errors) == 1 and "different grids" in errors[0]
+    assert "Resample to one grid" in errors[0] and panel.diversity.text() == "-"
+
+    panel.resample.setChecked(True)
+    _set_metrics(qtbot, panel)
+    assert len(error_messages(notifications)) == 1
+    used = panel.used.text()
+    assert f"real: {real.name}, fine head" in used
+    assert "synthetic: " + ", ".join(widget.synthetic) in used
+    assert "left out (no provenance): my drawing" in used and "resampled" in used
+    assert math.isfinite(float(panel.diversity.text().split()[0]))
