@@ -4,7 +4,9 @@ A 10 ms ``QTimer`` on the main (GUI) thread records the time between its ticks,
 first with nothing running (baseline), then during a training started from the
 widget (phantom heads, 32^3 patches, a few dozen steps, previews every 10).
 A gap is time during which napari could not repaint or react to input. The
-target is a worst gap under 100 ms on a 2-core machine.
+target is a worst gap of at most 50 ms on a 2-core machine, as the worst of several
+runs (``--repeats``); the load average before each run is recorded, since other work
+on a shared CPU lengthens the gaps.
 
 Needs a display; on a headless machine run it under a virtual one::
 
@@ -108,7 +110,7 @@ def timed(fn, store: dict, marks: list, label=None):
     return wrapper
 
 
-def gc_marks(marks: list) -> None:
+def gc_marks(marks: list):
     """Record Python's garbage collections (they hold the GIL, in whichever thread runs them)."""
     import gc
 
@@ -123,6 +125,7 @@ def gc_marks(marks: list) -> None:
                 marks.append((t0, time.perf_counter(), "gc gen2"))
 
     gc.callbacks.append(callback)
+    return callback
 
 
 def explain_gaps(ticks: list[float], marks: list, first_step: float | None,
@@ -141,13 +144,83 @@ def explain_gaps(ticks: list[float], marks: list, first_step: float | None,
     return rows
 
 
+def load_average() -> list[float] | None:
+    """1, 5 and 15 minute load averages: other work on a shared CPU lengthens the gaps."""
+    import os
+
+    try:
+        return [round(v, 2) for v in os.getloadavg()]
+    except (AttributeError, OSError):
+        return None
+
+
+def train_once(widget, recorder: TickRecorder, run_dir: str) -> dict:
+    """One run started from the widget, timed on the GUI thread; its figures."""
+    handler_ms: dict[str, list[float]] = {}
+    marks: list = []
+    marks_callback = gc_marks(marks)
+    on_event_handler, on_finished = widget._on_event, widget._on_finished
+    plot_draw = widget.plot.draw_now
+    draws_before = widget.plot.draws
+    widget._on_event = timed(on_event_handler, handler_ms, marks)
+    widget._on_finished = timed(on_finished, handler_ms, marks, "finished")
+    widget.plot.draw_now = timed(plot_draw, handler_ms, marks, "plot draw")
+    widget.out.edit.setText(run_dir)
+    steps: list[float] = []
+    first_step: list[float] = []
+    load_before = load_average()
+    t0 = time.perf_counter()
+    widget._on_start()  # a click: its own latency is reported apart, as start_click_ms
+    start_click_ms = (time.perf_counter() - t0) * 1000
+    run = widget.run
+
+    def on_event(event):
+        if type(event).__name__ == "StepEvent":
+            steps.append(event.seconds)
+            first_step.append(time.perf_counter())
+
+    run.worker.yielded.connect(on_event)
+    training = recorder.record_until(lambda: widget.run is None, timeout=1800)
+    wall = time.perf_counter() - t0
+    del widget._on_event, widget._on_finished  # the class's methods again
+    del widget.plot.draw_now
+    import gc
+
+    gc.callbacks.remove(marks_callback)
+    return {
+        "training": training,
+        "load_average_before": load_before,
+        "load_average_after": load_average(),
+        "training_torch_threads": run.threads,
+        "start_click_ms": round(start_click_ms, 1),
+        "training_wall_s": round(wall, 1),
+        "median_step_s": round(float(np.median(steps)), 3) if steps else None,
+        "plot_redraws": widget.plot.draws - draws_before,
+        "longest_gaps": explain_gaps(recorder.ticks, marks,
+                                     first_step[0] if first_step else None,
+                                     recorder.worker_at),
+        "handler_worst_ms": {k: round(max(v), 1) for k, v in handler_ms.items()},
+        "handler_median_ms": {k: round(float(np.median(v)), 1) for k, v in handler_ms.items()},
+        "preview_handler_ms": [round(v, 1) for v in handler_ms.get("PreviewEvent", [])],
+    }
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--steps", type=int, default=40)
     parser.add_argument("--patch", type=int, default=32)
+    parser.add_argument("--repeats", type=int, default=3,
+                        help="training runs in one viewer; the worst gap of all is reported")
     parser.add_argument("--baseline-seconds", type=float, default=3.0)
+    parser.add_argument("--tag", default="", help="appended to the result file's name")
     args = parser.parse_args()
 
+    import os
+
+    # napari's settings and the docks' remembered fields go to a temporary folder: the
+    # benchmark's settings must not become the user's
+    settings = tempfile.mkdtemp(prefix="medgan-ui-latency-settings-")
+    os.environ["NAPARI_CONFIG"] = str(Path(settings) / "settings.yaml")
     import napari
 
     sys.path.insert(0, str(HERE))
@@ -165,35 +238,24 @@ def main() -> None:
     widget.steps.setValue(args.steps)
     widget.preview_every.setValue(10)
     widget.device.setCurrentText("cpu")
-    run_dir = tempfile.mkdtemp(prefix="medgan-ui-latency-")
-    widget.out.edit.setText(run_dir)
+    widget.start_from.setCurrentIndex(0)
 
     recorder = TickRecorder()
     recorder.record_until(lambda: False, 1.0)  # warm-up: first paints, plugin imports
+    from qtpy.QtWidgets import QScrollArea
+
+    # the loss plot in view (once the dock is laid out): a plot scrolled out of the dock is
+    # never painted, and its cost is what is measured
+    widget.findChild(QScrollArea).ensureWidgetVisible(widget.plot)
+    recorder.record_until(lambda: False, 0.5)
+    if widget.plot.visibleRegion().isEmpty():
+        print("warning: the loss plot is not in view; its painting is not measured")
     baseline = recorder.record_until(lambda: False, args.baseline_seconds)
 
-    handler_ms: dict[str, list[float]] = {}
-    marks: list = []
-    gc_marks(marks)
-    widget._on_event = timed(widget._on_event, handler_ms, marks)
-    widget.plot.canvas.draw = timed(widget.plot.canvas.draw, handler_ms, marks, "plot draw")
-    widget._on_finished = timed(widget._on_finished, handler_ms, marks, "finished")
-
-    steps: list[float] = []
-    first_step: list[float] = []
-    t0 = time.perf_counter()
-    widget._on_start()  # a click: its own latency is reported apart, as start_click_ms
-    start_click_ms = (time.perf_counter() - t0) * 1000
-    run = widget.run
-    def on_event(event):
-        if type(event).__name__ == "StepEvent":
-            steps.append(event.seconds)
-            first_step.append(time.perf_counter())
-
-
-    widget.run.worker.yielded.connect(on_event)
-    training = recorder.record_until(lambda: widget.run is None, timeout=1800)
-    wall = time.perf_counter() - t0
+    parent = tempfile.mkdtemp(prefix="medgan-ui-latency-")
+    runs = [train_once(widget, recorder, str(Path(parent) / f"run{i}"))
+            for i in range(args.repeats)]
+    worst = max(r["training"]["worst_gap_ms"] for r in runs)
 
     info = describe_hardware("cpu")
     result = {
@@ -201,35 +263,32 @@ def main() -> None:
         "date": time.strftime("%Y-%m-%dT%H:%M:%S"),
         "settings": {"steps": args.steps, "patch": args.patch, "batch_size": widget.batch.value(),
                      "channels": widget.channels.value(), "preview_every": 10,
-                     "timer_interval_ms": 10, "training_torch_threads": run.threads},
+                     "timer_interval_ms": 10, "repeats": args.repeats},
         "baseline": baseline,
-        "training": training,
-        "start_click_ms": round(start_click_ms, 1),
-        "training_wall_s": round(wall, 1),
-        "median_step_s": round(float(np.median(steps)), 3) if steps else None,
-        "plot_redraws": widget.plot.draws,
-        "longest_gaps": explain_gaps(recorder.ticks, marks,
-                                     first_step[0] if first_step else None,
-                                     recorder.worker_at),
-
-        "handler_worst_ms": {k: round(max(v), 1) for k, v in handler_ms.items()},
-        "handler_median_ms": {k: round(float(np.median(v)), 1) for k, v in handler_ms.items()},
-        "preview_handler_ms": [round(v, 1) for v in handler_ms.get("PreviewEvent", [])],
+        "worst_gap_ms_of_all_runs": worst,
+        "worst_gap_ms_per_run": [r["training"]["worst_gap_ms"] for r in runs],
+        "p99_gap_ms_per_run": [r["training"]["p99_gap_ms"] for r in runs],
+        "load_average_per_run": [r["load_average_before"] for r in runs],
+        "runs": runs,
         "hardware": info,
     }
-    name = f"ui_latency-{hardware_slug(info, 'cpu')}-{time.strftime('%Y%m%d')}.json"
+    tag = f"-{args.tag}" if args.tag else ""
+    name = f"ui_latency-{hardware_slug(info, 'cpu')}-{time.strftime('%Y%m%d')}{tag}.json"
     out = HERE / "results" / name
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(result, indent=2))
     viewer.close()
-    shutil.rmtree(run_dir, ignore_errors=True)
-    keys = ("settings", "baseline", "training", "handler_worst_ms", "handler_median_ms",
-            "preview_handler_ms", "start_click_ms", "longest_gaps", "median_step_s")
-    print(json.dumps({k: result[k] for k in keys}, indent=2))
+    shutil.rmtree(parent, ignore_errors=True)
+    shutil.rmtree(settings, ignore_errors=True)
+    for i, r in enumerate(runs):
+        print(json.dumps({"run": i, **{k: r[k] for k in (
+            "training", "load_average_before", "handler_worst_ms", "longest_gaps",
+            "median_step_s")}}, indent=1))
     print(f"wrote {out}")
-    print(f"worst UI gap: baseline {baseline['worst_gap_ms']} ms, "
-          f"during training {training['worst_gap_ms']} ms (target < 100 ms)")
-    print(training["worst_gap_ms"])
+    print(f"worst UI gap: baseline {baseline['worst_gap_ms']} ms, during training "
+          f"{worst} ms, worst of {args.repeats} runs {result['worst_gap_ms_per_run']} "
+          f"(target <= 50 ms); load average {result['load_average_per_run']}")
+    print(worst)
 
 
 if __name__ == "__main__":

@@ -13,7 +13,7 @@ import sys
 from pathlib import Path
 
 from napari_medgan import __version__
-from napari_medgan.config import train_flags
+from napari_medgan.config import SAMPLING_HELP, field_help, train_flags
 from napari_medgan.tasks import TASKS
 
 # Flags of `train` that override a field of the config: flag dest -> (section, field),
@@ -52,22 +52,18 @@ def build_parser() -> argparse.ArgumentParser:
         groups[section].add_argument("--" + dest.replace("_", "-"), dest=dest, type=kind,
                                      help=text)
     g = t.add_argument_group("run")
-    g.add_argument("--out", type=Path, help="run directory (config, checkpoints, log)")
-    g.add_argument("--resume", action="store_true", help="continue the run in --out")
-    g.add_argument("--init", type=Path,
-                   help="fine-tune from this checkpoint, run directory or model bundle")
+    g.add_argument("--out", type=Path, help=field_help("run", "out"))
+    g.add_argument("--resume", action="store_true", help=field_help("run", "resume"))
+    g.add_argument("--init", type=Path, help=field_help("run", "init"))
 
     gen = sub.add_parser("generate", help="synthesize volumes from a trained model")
-    gen.add_argument("checkpoint", type=Path,
-                     help="run directory, checkpoint directory or model bundle (folder or .zip)")
-    gen.add_argument("--n", type=int, default=4, help="number of volumes (unconditional models)")
-    gen.add_argument("--seed", type=int, default=0, help="sampling seed")
+    gen.add_argument("checkpoint", type=Path, help=SAMPLING_HELP["checkpoint"])
+    gen.add_argument("--n", type=int, default=4, help=SAMPLING_HELP["n"])
+    gen.add_argument("--seed", type=int, default=0, help=SAMPLING_HELP["seed"])
     gen.add_argument("--out", type=Path, required=True, help="output folder for NIfTI files")
-    gen.add_argument("--condition", type=Path,
-                     help="input volume for conditional models (label map, source image, ...)")
-    gen.add_argument("--mask", type=Path, help="inpainting mask (non-zero = fill in)")
-    gen.add_argument("--reference", type=Path,
-                     help="volume whose spacing/direction/centre the samples take")
+    gen.add_argument("--condition", type=Path, help=SAMPLING_HELP["condition"])
+    gen.add_argument("--mask", type=Path, help=SAMPLING_HELP["mask"])
+    gen.add_argument("--reference", type=Path, help=SAMPLING_HELP["reference"])
     gen.add_argument("--device", default="auto", help="auto | cpu | cuda | mps")
 
     e = sub.add_parser("evaluate", help="quality, diversity and memorization figures")

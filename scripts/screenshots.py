@@ -68,6 +68,12 @@ def main() -> None:
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
 
+    import os
+
+    # napari's settings and the docks' remembered fields in a temporary folder: the
+    # pictures show the defaults, and the script's settings do not become the user's
+    os.environ["NAPARI_CONFIG"] = str(Path(tempfile.mkdtemp(prefix="medgan-shots-")) /
+                                      "settings.yaml")
     import napari
 
     viewer = napari.Viewer(show=True, title="napari-medgan")

@@ -35,7 +35,11 @@ from napari_medgan._widgets._common import (
     session_for,
     spin,
 )
+from napari_medgan._widgets._grid import LayerLook, arrange_grid, grid_of
+from napari_medgan._widgets._remember import remember
 from napari_medgan._widgets._set_metrics import SetMetricsWidget
+from napari_medgan.provenance import provenance_metadata
+from napari_medgan.config import SAMPLING_HELP
 from napari_medgan.tasks import TASKS
 
 SYNTHETIC_KEY = "medgan_synthetic"
@@ -44,6 +48,11 @@ SYNTHETIC_KEY = "medgan_synthetic"
 BASELINE_FIELD = "baseline"
 MODEL_TIP = ("A run folder, a checkpoint folder, or a model bundle (a folder or .zip written "
              "by napari-medgan export-model); dropping a bundle on the viewer opens it here")
+SIDE_TIP = ("The real reference top left, then the results, one per labelled grid cell, "
+            "with the reference's colormap and contrast; off: the layers' order and look "
+            "as they were")
+SAVE_ALL_TIP = ("Write every synthetic layer (not the baselines) to one folder as NIfTI with "
+                "safe file names, and synthetic.json with each file's checkpoint, step and seed")
 BASELINE_TIP = "Also run the classical method this model's task replaces on the condition, " \
                "show it as a layer and score it like the model"
 
@@ -63,7 +72,7 @@ class SynthesizeWidget(QWidget):
         self.loaded: tuple | None = None  # (path as typed, LoadedModel), once read
         self.synthetic: list[str] = []  # layer names from the last synthesis (model output)
         self.baselines: list[str] = []  # classical-baseline layer names, same synthesis
-        self._hidden: list[str] = []  # layers hidden by "Side by side", shown again after
+        self._saved: LayerLook | None = None  # the layers' look before "Side by side"
         self.checkpoint = PathPicker("file_or_dir", "run folder, checkpoint or model bundle",
                                      "Checkpoints and model bundles (*.safetensors *.json *.zip)")
         self.checkpoint.setToolTip(MODEL_TIP)
@@ -80,6 +89,11 @@ class SynthesizeWidget(QWidget):
         self.show_baseline = QCheckBox("Show classical baseline")
         self.show_baseline.setChecked(True)
         self.show_baseline.setToolTip(BASELINE_TIP)
+        for w, key in ((self.count, "n"), (self.seed, "seed"), (self.condition, "condition"),
+                       (self.mask, "mask")):
+            w.setToolTip(SAMPLING_HELP[key])  # napari-medgan generate's --help, declared once
+        self.reference.setToolTip(f"{SAMPLING_HELP['reference']}; also what Side by side and "
+                                  "the PSNR / SSIM / MAE table compare against")
         self.form = form = QFormLayout()
         for label, w in (("Model", self.checkpoint), ("", self.model_info),
                          ("Samples", self.count), ("Seed", self.seed),
@@ -89,9 +103,9 @@ class SynthesizeWidget(QWidget):
         self.synth_btn, self.side_btn = QPushButton("Synthesize"), QPushButton("Side by side")
         self.save_btn = QPushButton("Save selected as NIfTI")
         self.save_all_btn = QPushButton("Save all synthetic...")
-        self.save_all_btn.setToolTip("write every synthetic layer (not the baselines) to one "
-                                     "folder as NIfTI with safe file names, and synthetic.json "
-                                     "with each file's checkpoint, step and seed")
+        self.synth_btn.setToolTip("Draw the samples (or run the model over the condition) and "
+                                  "add them as layers in the reference's physical space")
+        self.save_btn.setToolTip("Write the selected layer, with its geometry, as NIfTI")
         self.side_btn.setCheckable(True)
         self.synth_btn.clicked.connect(self._on_synthesize)
         self.side_btn.toggled.connect(self._on_side_by_side)
@@ -115,6 +129,9 @@ class SynthesizeWidget(QWidget):
         layout.addWidget(self.set_metrics)
         layout.addWidget(self.status)
         layout.addStretch(1)
+        self.reference.currentIndexChanged.connect(self._update_buttons)
+        remember(self, "Synthesize & Compare", {"samples": self.count, "seed": self.seed,
+                                                "show_baseline": self.show_baseline})
         self.reset_choices()
         follow_session(self, self._on_session_changed)
         self._on_session_changed("run")
@@ -123,6 +140,25 @@ class SynthesizeWidget(QWidget):
         """napari calls this when layers are added, removed or renamed."""
         for combo in (self.reference, self.condition, self.mask):
             combo.refresh(self.viewer)
+        self._update_buttons()
+
+    def _update_buttons(self, *_) -> None:
+        """Buttons that cannot work now are disabled, and their tooltip says why."""
+        layers = self.viewer.layers
+        shown = [n for n in self.synthetic + self.baselines if n in layers]
+        missing = [what for what, ok in (("choose a real reference layer",
+                                          self.reference.layer_name()),
+                                         ("synthesize first", shown)) if not ok]
+        side_ok = self.side_btn.isChecked() or not missing  # checked: it must be able to leave
+        self.side_btn.setEnabled(bool(side_ok))
+        self.side_btn.setToolTip(SIDE_TIP if side_ok else
+                                 f"{SIDE_TIP}. Not available: {' and '.join(missing)}")
+        saveable = any(ly.metadata.get(SYNTHETIC_KEY) and not is_baseline_layer(ly)
+                       for ly in layers)
+        self.save_all_btn.setEnabled(saveable)
+        self.save_all_btn.setToolTip(SAVE_ALL_TIP if saveable else
+                                     f"{SAVE_ALL_TIP}. Not available: no synthetic layer in "
+                                     "the viewer, synthesize first")
 
     # --------------------------------------------------------------- handlers
     def _on_session_changed(self, what: str) -> None:
@@ -186,14 +222,19 @@ class SynthesizeWidget(QWidget):
         tag = {"checkpoint": str(loaded.path), "step": loaded.step, "seed": self.seed.value()}
         for vol in result.volumes:
             name = f"{vol.source} (step {loaded.step})"
-            layer = add_volume_layer(self.viewer, vol, name, metadata={SYNTHETIC_KEY: tag})
+            layer = add_volume_layer(self.viewer, vol, name, metadata={
+                SYNTHETIC_KEY: tag, **provenance_metadata(
+                    "synthetic", model=loaded.path, step=loaded.step, seed=self.seed.value())})
             self.synthetic.append(layer.name)
         for method, vol in result.baselines.items():
             provenance = {BASELINE_FIELD: method, "condition": result.condition,
                           "checkpoint": str(loaded.path), "step": loaded.step}
             layer = add_volume_layer(self.viewer, vol,
                                      f"{result.condition} \u00b7 {method} (baseline)",
-                                     metadata={SYNTHETIC_KEY: provenance})
+                                     metadata={SYNTHETIC_KEY: provenance,
+                                               **provenance_metadata(
+                                                   "derived", method=method, model=loaded.path,
+                                                   step=loaded.step)})
             self.baselines.append(layer.name)
         self.table.setRowCount(len(result.rows))
         for i, (method, is_baseline, figures) in enumerate(result.rows):
@@ -209,6 +250,7 @@ class SynthesizeWidget(QWidget):
         if result.baselines:
             parts.append(f"baseline(s): {', '.join(result.baselines)}")
         self.status.setText("; ".join(parts + result.notes))
+        self._update_buttons()
 
     def _on_side_by_side(self, on: bool = True) -> None:
         """Real reference and synthetic layers in napari's grid; off: back to one canvas."""
@@ -225,37 +267,23 @@ class SynthesizeWidget(QWidget):
         self.show_in_grid(real, shown)
 
     def show_in_grid(self, real: str, shown: list[str]) -> None:
-        """Layer ``real`` (top left) and ``shown`` alone in napari's grid, in that order, with
-        the real layer's contrast limits and colormap (dims, hence the slice, are shared); the
-        other layers are hidden until :meth:`leave_grid`. Also used by "Show nearest real"."""
+        """Layer ``real`` (top left) and ``shown`` alone in napari's grid, each cell labelled
+        (:func:`._grid.arrange_grid`); :meth:`leave_grid` puts the layers back as they were.
+        Also used by "Show nearest real"."""
         if self.side_btn.isChecked():
-            self.leave_grid()  # restore first, so the layers hidden before are not forgotten
-        ref = self.viewer.layers[real]
-        for name in shown:
-            layer = self.viewer.layers[name]
-            layer.colormap, layer.contrast_limits = ref.colormap, ref.contrast_limits
-        keep = {real, *shown}
-        self._hidden = [ly.name for ly in self.viewer.layers if ly.visible and ly.name not in keep]
-        for layer in self.viewer.layers:
-            layer.visible = layer.name in keep
-        layers = self.viewer.layers
-        for i, name in enumerate([real, *shown]):  # grid cells follow the layer order
-            if layers.index(name) != i:
-                layers.move(layers.index(name), i)  # real first: top left
-        grid = self._grid()
-        grid.stride, grid.enabled = 1, True
+            self.leave_grid()  # restore first, so the user's own settings are what is kept
+        self._saved = arrange_grid(self.viewer, real, shown)
         self._set_checked(True)
+        self._update_buttons()
 
     def leave_grid(self) -> None:
-        self._grid().enabled = False
+        """One canvas again, with the layers in the order and look they had before."""
+        grid_of(self.viewer).enabled = False
         self._set_checked(False)
-        for name in self._hidden:
-            if name in self.viewer.layers:
-                self.viewer.layers[name].visible = True
-        self._hidden = []
-
-    def _grid(self):
-        return getattr(getattr(self.viewer, "canvas", None), "grid", None) or self.viewer.grid
+        saved, self._saved = self._saved, None
+        if saved is not None:
+            saved.restore(self.viewer.layers)
+        self._update_buttons()
 
     def _set_checked(self, on: bool) -> None:
         """Mirror the state on the button without re-entering the handler."""

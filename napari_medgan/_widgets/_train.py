@@ -9,6 +9,7 @@ import time
 from functools import partial
 from pathlib import Path
 
+from qtpy.QtCore import QTimer
 from qtpy.QtWidgets import (
     QFormLayout,
     QHBoxLayout,
@@ -32,6 +33,7 @@ from napari_medgan._widgets._common import (
 )
 from napari_medgan._widgets._plot import LossPlot
 from napari_medgan._widgets._preview import add_placeholders, remove_placeholders, show_preview
+from napari_medgan._widgets._remember import remember
 from napari_medgan._widgets._run import (
     TrainingRun,
     TrainWorker,
@@ -51,6 +53,9 @@ from napari_medgan.config import (
 from napari_medgan.training.console import RemainingTime, format_duration
 
 START_FROM = ("scratch", "fine-tune from checkpoint", "resume run folder")
+START_TIP = "Start training with these settings"
+PAUSE_TIP = "Hold the run between two steps; click again to go on"
+STOP_TIP = "End the run after the current step, with a final checkpoint"
 
 
 class TrainWidget(QWidget):
@@ -97,6 +102,12 @@ class TrainWidget(QWidget):
                   self.memory_check: "train.memory_check"}
         for w, key in fields.items():
             w.setToolTip(field_help(*key.split(".")))  # the CLI's --help text, declared once
+        self.out.setToolTip(field_help("run", "out") + "; empty: a new folder under "
+                            "~/napari-medgan-runs")
+        self.start_from.setToolTip(f"scratch: a new run; fine-tune: {field_help('run', 'init')}; "
+                                   f"resume: {field_help('run', 'resume')}")
+        self.init_path.setToolTip("the checkpoint, run folder or model bundle to fine-tune "
+                                  "from, or the run folder to resume")
         for name, w in [("Data", self.data_info), ("Model", self.model), ("Task", self.task),
                         ("Loss", self.loss), ("Steps", self.steps), ("Batch size", self.batch),
                         ("Width (channels)", self.channels),
@@ -118,6 +129,10 @@ class TrainWidget(QWidget):
             buttons.addWidget(b)
         self.status = QLabel("idle")
         self.status.setWordWrap(True)
+        self._step_text, self._step_shown = "", 0.0  # the latest step line, when last shown
+        self._step_timer = QTimer(self)
+        self._step_timer.setSingleShot(True)
+        self._step_timer.timeout.connect(self._show_step)
         self._progress = ""  # the latest periodic figure (validation), shown under the step
         self._losses = ""  # the last losses read (the trainer reads them at log intervals)
         self._eta = RemainingTime()
@@ -137,6 +152,12 @@ class TrainWidget(QWidget):
         self.model.setCurrentText(self.session.model_name)
         self._on_model_changed()
         self._on_device_changed()
+        remember(self, "Train GAN", {  # the model before its task: it lists the tasks
+            "model": self.model, "task": self.task, "loss": self.loss, "steps": self.steps,
+            "batch_size": self.batch, "channels": self.channels, "volume_shape": self.volume,
+            "slab_size": self.slab, "lr_g": self.lr_g, "lr_d": self.lr_d, "device": self.device,
+            "precision": self.precision, "memory_check": self.memory_check, "seed": self.seed,
+            "preview_every": self.preview_every})
         follow_session(self, self._on_session_changed)
         self._on_session_changed("dataset")
         self._set_running(False)
@@ -180,7 +201,7 @@ class TrainWidget(QWidget):
                 refuse_used_folder(run.out)
             volumes = self.session.dataset.apply(run, self.viewer)  # checked as it sets
         except expected_errors() as exc:
-            self.status.setText(report_error("Train GAN", exc))
+            self._say(report_error("Train GAN", exc))
             return
         self.out.edit.setText(run.out)
         self.run = TrainingRun(Trainer(run, *volumes), run.train.steps)
@@ -201,7 +222,7 @@ class TrainWidget(QWidget):
 
             self.show_record(run.out, until=checkpoint_step(run.out) or 0)
         self._progress, self._losses, self._eta = "", "", RemainingTime()
-        self.status.setText(f"starting: {run.model.name}/{run.model.task} -> {run.out}")
+        self._say(f"starting: {run.model.name}/{run.model.task} -> {run.out}")
         self._set_running(True)
         worker.start()
 
@@ -228,22 +249,60 @@ class TrainWidget(QWidget):
         folder = self.init_path.path()
         figures = self.show_record(folder) if folder else None
         if figures:
-            self.status.setText(f"{folder}: {figures['model']} at step {figures['steps']} "
-                                f"({figures['ended']}, {format_duration(figures['training_seconds'])}"
-                                " of training)")
+            self._say(f"{folder}: {figures['model']} at step {figures['steps']} "
+                      f"({figures['ended']}, {format_duration(figures['training_seconds'])}"
+                      " of training)")
 
     def _on_pause(self) -> None:
         if self.run is None:
             return
         trainer = self.run.trainer
         trainer.resume() if trainer.paused else trainer.pause()
-        self.pause_btn.setText("Resume" if trainer.paused else "Pause")
-        self.status.setText(f"paused at step {trainer.step}" if trainer.paused else "resumed")
+        self._show_paused(trainer.paused)
+        self._say(self._paused_line() if trainer.paused else "resumed")
+
+    def _show_paused(self, paused: bool) -> None:
+        """Say "paused" where one looks: the button, the status line (bold, and kept there
+        as a step still in flight arrives) and the bar in napari's activity dock."""
+        self.pause_btn.setText("Resume" if paused else "Pause")
+        self.status.setStyleSheet("font-weight: bold" if paused else "")
+        pbar = getattr(self.run.worker, "pbar", None) if self.run else None
+        if pbar is not None:
+            pbar.set_description("Training GAN (paused)" if paused else "Training GAN")
+
+    def _paused_line(self) -> str:
+        return f"PAUSED at step {self.run.trainer.step}: click Resume to go on"
 
     def _on_stop(self) -> None:
         if self.run is not None:
             self.run.trainer.stop()
-            self.status.setText("stopping: finishing the step and writing a checkpoint...")
+            self._show_paused(False)  # a paused run is woken to stop
+            self._say("stopping: finishing the step and writing a checkpoint...")
+
+    def _say(self, text: str) -> None:
+        """Show ``text`` now, dropping a step line still waiting to be shown."""
+        self._step_timer.stop()
+        self._step_text = ""
+        self.status.setText(text)
+
+    def _say_step(self, text: str) -> None:
+        """Show the step line, at most four times a second: each new text lays the dock out
+        again (about 6 ms of the main thread), and a GPU run makes dozens of steps a second."""
+        self._step_text = text
+        wait = self._step_shown + 0.25 - time.perf_counter()
+        if wait <= 0:
+            self._show_step()
+        elif not self._step_timer.isActive():
+            self._step_timer.start(int(wait * 1000) + 1)
+
+    def _show_step(self) -> None:
+        if not self._step_text:
+            return
+        paused = self.run is not None and self.run.trainer is not None and \
+            self.run.trainer.paused
+        self.status.setText(f"{self._paused_line()}\n{self._step_text}" if paused
+                            else self._step_text)
+        self._step_shown = time.perf_counter()
 
     def _on_event(self, event) -> None:
         from napari.utils.notifications import show_info, show_warning
@@ -261,9 +320,9 @@ class TrainWidget(QWidget):
             losses = self._losses
             left = self._eta.update(event.step, event.total, time.perf_counter())
             eta = f", about {format_duration(left)} left" if left is not None else ""
-            self.status.setText(f"step {event.step}/{event.total}  {losses}  "
-                                f"({event.seconds:.2f} s/step{eta})"
-                                + (f"\n{self._progress}" if self._progress else ""))
+            self._say_step(f"step {event.step}/{event.total}  {losses}  "
+                           f"({event.seconds:.2f} s/step{eta})"
+                           + (f"\n{self._progress}" if self._progress else ""))
         elif isinstance(event, ev.PreviewEvent) and event.volumes:
             show_preview(self.viewer, event, self._fit_view)
             self._fit_view = False
@@ -278,12 +337,11 @@ class TrainWidget(QWidget):
             self.checkpoint = self.checkpoint or event.checkpoint
             self.session.run_dir = str(self.run.trainer.out)
             self.session.checkpoint = self.checkpoint
-            self.status.setText(f"{event.reason} at step {event.step}; "
-                                f"checkpoint {self.checkpoint}")
+            self._say(f"{event.reason} at step {event.step}; checkpoint {self.checkpoint}")
             self.session.changed.emit("run")
 
     def _on_error(self, exc: BaseException) -> None:
-        self.status.setText(report_error("Training failed", exc))
+        self._say(report_error("Training failed", exc))
         drop_frame_locals(exc)  # they hold the trainer, and the notification keeps exc
 
     def _on_finished(self) -> None:
@@ -303,6 +361,12 @@ class TrainWidget(QWidget):
         self.pause_btn.setEnabled(running)
         self.stop_btn.setEnabled(running)
         self.pause_btn.setText("Pause")
+        self.status.setStyleSheet("")
+        idle = "" if running else " (no run in progress)"
+        self.pause_btn.setToolTip(PAUSE_TIP + idle)
+        self.stop_btn.setToolTip(STOP_TIP + idle)
+        self.start_btn.setToolTip(START_TIP if not running else
+                                  f"{START_TIP} (a run is in progress: stop it first)")
 
     def _on_model_changed(self, *_) -> None:
         from napari_medgan.models import get_model

@@ -32,3 +32,15 @@ def trained_checkpoint(tmp_path_factory):
     for _ in Trainer(run).run():
         pass
     return out
+
+
+@pytest.fixture(autouse=True)
+def dock_settings(tmp_path_factory, monkeypatch):
+    """Every test starts with no remembered dock settings, kept in a file of its own (never
+    the user's, nor another test's); the fixture's value is that file."""
+    from napari_medgan._widgets import _remember
+
+    path = tmp_path_factory.mktemp("dock-settings") / _remember.FILE_NAME
+    monkeypatch.setattr(_remember, "settings_file", lambda: path)
+    monkeypatch.setattr(_remember, "_STORE", None)
+    return path

@@ -26,7 +26,11 @@ def test_synthesis_side_by_side_metrics_and_save(make_napari_viewer, qtbot, tmp_
     widget.checkpoint.set_path(str(trained_checkpoint))
     widget.reference.set_layer("head")
     widget.count.setValue(2)
+    assert not widget.side_btn.isEnabled() and "synthesize first" in widget.side_btn.toolTip()
+    assert not widget.save_all_btn.isEnabled()
     _synthesize(qtbot, widget)
+    assert widget.side_btn.isEnabled() and "Not available" not in widget.side_btn.toolTip()
+    assert widget.save_all_btn.isEnabled()
 
     assert len(widget.synthetic) == 2
     bar = widget.progress_bar  # napari's activity dock followed the two samples
@@ -42,7 +46,15 @@ def test_synthesis_side_by_side_metrics_and_save(make_napari_viewer, qtbot, tmp_
     assert float(widget.table.item(0, 1).text()) > 0  # PSNR in dB
     assert -1 <= float(widget.table.item(0, 2).text()) <= 1  # SSIM
 
-    real.contrast_limits = (0.1, 0.9)
+    real.contrast_limits, real.colormap = (0.1, 0.9), "gray"
+    first, second = (viewer.layers[n] for n in widget.synthetic)
+    first.colormap, first.contrast_limits = "magma", (0.2, 0.4)  # the user's own look
+    second.visible = False
+    order = [ly.name for ly in viewer.layers]
+    looks = {ly.name: (ly.colormap.name, tuple(ly.contrast_limits)) for ly in (first, second)}
+    assert order.index("head") < order.index(first.name)  # the reference is not at the bottom
+    viewer.layers.move(order.index("head"), len(order))  # ... nor at the top
+    order = [ly.name for ly in viewer.layers]
     widget._on_side_by_side(True)
     grid = viewer.canvas.grid
     assert grid.enabled and grid.stride == 1
@@ -50,9 +62,17 @@ def test_synthesis_side_by_side_metrics_and_save(make_napari_viewer, qtbot, tmp_
     for name in widget.synthetic:
         assert viewer.layers[name].contrast_limits == real.contrast_limits
         assert viewer.layers[name].colormap.name == real.colormap.name
+        assert viewer.layers[name].visible and viewer.layers[name].name_overlay.visible
+    assert real.name_overlay.visible  # each cell is labelled with its layer's name
     assert not viewer.layers["head labels"].visible  # only real + synthetic in the grid
     widget._on_side_by_side(False)
     assert not viewer.canvas.grid.enabled and viewer.layers["head labels"].visible
+    # the user's layers as they were: order, colormaps, contrast, visibility, no labels
+    assert [ly.name for ly in viewer.layers] == order
+    assert {ly.name: (ly.colormap.name, tuple(ly.contrast_limits))
+            for ly in (first, second)} == looks
+    assert first.visible and not second.visible
+    assert not any(ly.name_overlay.visible for ly in viewer.layers)
 
     viewer.layers.selection.active = viewer.layers[widget.synthetic[0]]
     widget._on_save(str(tmp_path / "sample"))
@@ -190,9 +210,12 @@ def _superres_viewer(make_napari_viewer, superres_model, reference="head HR"):
 
     viewer = make_napari_viewer()
     widget = _open(viewer)
+    from napari_medgan.provenance import provenance_metadata
+
     hr, _ = make_head_phantom((32, 32, 32), seed=3)
-    add_volume_layer(viewer, hr, "head HR")
-    add_volume_layer(viewer, downsample_volume(hr, (2, 2, 2)), "head LR")
+    real = provenance_metadata("real", source="head phantom")  # as if opened from files
+    add_volume_layer(viewer, hr, "head HR", metadata=real)
+    add_volume_layer(viewer, downsample_volume(hr, (2, 2, 2)), "head LR", metadata=real)
     widget.reset_choices()
     path, loaded = superres_model
     widget.checkpoint.edit.setText(path)  # no editingFinished: the model is already loaded

@@ -125,8 +125,19 @@ def test_pause_resume_and_stop_mid_run(make_napari_viewer, qtbot, tmp_path):
     qtbot.waitUntil(lambda: widget.run.trainer.step >= 1, timeout=60_000)
     widget._on_pause()
     assert widget.run.trainer.paused and widget.pause_btn.text() == "Resume"
+    # paused is visible: the status line (bold), the activity dock's bar
+    assert widget.status.text().startswith("PAUSED at step")
+    assert "bold" in widget.status.styleSheet()
+    assert worker.pbar.desc.startswith("Training GAN (paused)")
+    qtbot.wait(1500)  # a step in flight arrives: the line still says paused
+    assert widget.status.text().startswith("PAUSED at step"), widget.status.text()
+    step = widget.run.trainer.step
+    qtbot.wait(500)
+    assert widget.run.trainer.step == step  # and it is: no step while paused
     widget._on_pause()
     assert not widget.run.trainer.paused
+    assert "paused" not in worker.pbar.desc and "bold" not in widget.status.styleSheet()
+    qtbot.waitUntil(lambda: widget.status.text().startswith("step "), timeout=60_000)
     widget._on_stop()
     _wait_idle(qtbot, widget)
     assert done and done[0].reason == "stopped" and done[0].step < 1000
@@ -197,12 +208,90 @@ def test_a_closed_dock_is_not_called_back_by_the_session(make_napari_viewer, qtb
     assert len(session.changed) == 0
 
 
-def test_the_status_line_estimates_the_time_left(make_napari_viewer):
+def test_the_status_line_estimates_the_time_left(make_napari_viewer, qtbot):
     widget = _open(make_napari_viewer(), "Train GAN")
     for step in (1, 2, 3):
         widget._on_event(ev.StepEvent(step, 1000, {"G": 1.0, "D": 1.0}, 0.01, 2e-4, 4e-4))
-    text = widget.status.text()
-    assert text.startswith("step 3/1000") and "left)" in text
+    assert widget.status.text().startswith("step 1/1000")  # the line changes 4x a second
+    qtbot.waitUntil(lambda: widget.status.text().startswith("step 3/1000"), timeout=2000)
+    assert "left)" in widget.status.text()
+
+
+def test_dock_settings_are_remembered_between_sessions(make_napari_viewer, dock_settings):
+    import json
+
+    from napari_medgan._widgets import _remember
+
+    first = _open(make_napari_viewer(), "Train GAN")
+    first.model.setCurrentText("pix2pix3d")
+    first.task.setCurrentText("superres")
+    first.steps.setValue(1234)
+    first.lr_g.setValue(3e-4)
+    first.loss.setCurrentText("hinge")
+    first.device.setCurrentText("cpu")
+    first.out.edit.setText("/somewhere/run")  # a run folder is not a setting to bring back
+    synth = _open(first.viewer, "Synthesize & Compare")
+    synth.seed.setValue(42)
+    synth.show_baseline.setChecked(False)
+    _remember.flush()
+    saved = json.loads(dock_settings.read_text())["Train GAN"]
+    assert saved["steps"] == 1234 and saved["task"] == "superres" and "out" not in saved
+
+    _remember._STORE = None  # a new session reads the file again
+    second = _open(make_napari_viewer(), "Train GAN")
+    assert (second.model.currentText(), second.task.currentText()) == ("pix2pix3d", "superres")
+    assert second.steps.value() == 1234 and second.lr_g.value() == 3e-4
+    assert (second.loss.currentText(), second.device.currentText()) == ("hinge", "cpu")
+    assert second.out.path() == ""
+    synth = _open(second.viewer, "Synthesize & Compare")
+    assert synth.seed.value() == 42 and not synth.show_baseline.isChecked()
+    assert synth.count.value() == 2  # never changed: the default
+    run = second.build_run()
+    assert (run.model.name, run.model.task, run.train.steps) == ("pix2pix3d", "superres", 1234)
+
+
+def test_unreadable_or_odd_remembered_settings_give_the_defaults(make_napari_viewer,
+                                                                 dock_settings):
+    dock_settings.write_text('{"Train GAN": {"steps": "many", "device": "cuda:7", '
+                             '"loss": "nonsense", "batch_size": 8}}')
+    widget = _open(make_napari_viewer(), "Train GAN")
+    assert widget.steps.value() == 2000 and widget.device.currentText() == "auto"
+    assert widget.loss.currentText() == "bce" and widget.batch.value() == 8
+
+
+def _inside(widget, ancestor) -> bool:
+    while widget is not None:
+        if widget is ancestor:
+            return True
+        widget = widget.parentWidget()
+    return False
+
+
+def test_every_control_says_what_it_is_as_the_cli_does(make_napari_viewer):
+    from qtpy.QtWidgets import QAbstractButton, QComboBox, QLineEdit, QSpinBox
+
+    from napari_medgan.cli import build_parser
+
+    viewer = make_napari_viewer()
+    train, synth = _open(viewer, "Train GAN"), _open(viewer, "Synthesize & Compare")
+    set_metrics = synth.set_metrics  # its own tests say what its controls are
+    for dock in (train, synth):
+        for w in dock.findChildren((QComboBox, QSpinBox, QLineEdit, QAbstractButton)):
+            owner = w
+            while owner is not dock and not owner.toolTip():
+                owner = owner.parentWidget()  # a PathPicker's line edit: the picker's tip
+            inner = isinstance(w.parentWidget(), (QComboBox, QSpinBox))  # a spin box's edit
+            if w.isVisibleTo(dock) and not inner and not _inside(w, set_metrics):
+                assert owner.toolTip(), f"{dock.__class__.__name__}: {w.text() if isinstance(w, QAbstractButton) else w!r} has no tooltip"
+    sub = next(a for a in build_parser()._actions if a.dest == "command").choices
+    helps = {(name, a.dest): a.help for name in ("train", "generate")
+             for a in sub[name]._actions}
+    assert train.steps.toolTip() == helps["train", "steps"]
+    assert train.lr_d.toolTip() == helps["train", "lr_d"]
+    assert train.out.toolTip().startswith(helps["train", "out"])
+    assert synth.seed.toolTip() == helps["generate", "seed"]
+    assert synth.reference.toolTip().startswith(helps["generate", "reference"])
+    assert not train.pause_btn.isEnabled() and "no run in progress" in train.pause_btn.toolTip()
 
 
 def test_resuming_a_folder_another_process_trains_is_one_notification(
