@@ -1,8 +1,9 @@
 """Screenshots of the three widgets for docs/widgets.md and the README.
 
 Opens napari, loads a phantom head, opens "Dataset", "Train GAN" and
-"Synthesize & Compare", runs a short training and a synthesis, computes the set
-metrics, turns on the side-by-side grid, and saves the whole window to
+"Synthesize & Compare", runs a short training, then a synthesis with the shipped pretrained
+model next to real phantom heads, computes the set metrics, turns on the side-by-side grid,
+and saves the whole window to
 ``resources/screenshots/{dataset,train,synthesize}.png``.
 
 Needs a display; on a headless machine run it under a virtual one::
@@ -96,6 +97,8 @@ def open_widget(viewer, name: str, previous=None):
 def run_tour(viewer, out: Path, steps: int, run_dir: str) -> None:
     from napari_medgan._widgets._common import add_volume_layer
     from napari_medgan.data.phantom import make_head_phantom
+    from napari_medgan.pretrained import PRETRAINED_HEAD
+    from napari_medgan.provenance import provenance_metadata
 
     # ---- Dataset: the sample head as layers, described; one random 32^3 training patch
     viewer.open_sample(PLUGIN, "head_phantom")
@@ -134,8 +137,12 @@ def run_tour(viewer, out: Path, steps: int, run_dir: str) -> None:
     # and the set metrics of the three samples against two real heads
     for seed, name in ((101, "real head 2"), (100, "real head")):
         image, _ = make_head_phantom((32, 32, 32), seed=seed, modality="mr")
-        add_volume_layer(viewer, image, name)
+        add_volume_layer(viewer, image, name,
+                         metadata=provenance_metadata("real", source=f"head phantom, seed {seed}"))
     dock, sy = open_widget(viewer, "Synthesize & Compare", dock)
+    # the shipped pretrained model (4000 steps), not the 150-step run trained above
+    sy.checkpoint.edit.setText(str(PRETRAINED_HEAD))
+    sy._on_checkpoint_changed()
     sy.reference.set_layer("real head")
     sy.count.setValue(3)
     sy._on_synthesize()

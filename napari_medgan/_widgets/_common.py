@@ -282,6 +282,16 @@ class _DockScroll(QScrollArea):
         hint.setHeight(min(self.widget().sizeHint().height() + 2, self.PREFERRED_HEIGHT))
         return hint
 
+    def eventFilter(self, watched, event):  # noqa: N802 - Qt's name
+        # The body's controls change after the dock is laid out (labels filled in, fields
+        # shown): tell the dock's layout that this area's width hint changed with them,
+        # or the dock keeps its first width and clips the controls sideways.
+        from qtpy.QtCore import QEvent
+
+        if watched is self.widget() and event.type() == QEvent.Type.LayoutRequest:
+            self.updateGeometry()
+        return super().eventFilter(watched, event)
+
 
 def scrolling_body(dock: QWidget) -> QWidget:
     """The widget a dock's controls go into, inside a scroll area that fills the dock: a

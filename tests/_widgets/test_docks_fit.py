@@ -13,9 +13,9 @@ DOCKS = ("Dataset", "Train GAN", "Synthesize & Compare", "Reader Study")
 @pytest.mark.parametrize("pair", list(itertools.combinations(DOCKS, 2)),
                          ids=lambda p: " + ".join(p))
 def test_two_docks_fit_a_1000_px_screen(make_napari_viewer, qtbot, pair):
-    viewer = make_napari_viewer()
+    viewer = make_napari_viewer(show=True)  # laid out as on a screen
     docks = [viewer.window.add_plugin_dock_widget("napari-medgan", name)[1] for name in pair]
-    qtbot.wait(10)
+    qtbot.wait(300)  # let the docks fill in their labels (the Train dock's data summary)
     assert viewer.window._qt_window.minimumSizeHint().height() <= 1000
     for dock in docks:
         from qtpy.QtWidgets import QScrollArea
@@ -23,4 +23,6 @@ def test_two_docks_fit_a_1000_px_screen(make_napari_viewer, qtbot, pair):
         (area,) = dock.findChildren(QScrollArea)[:1]
         body = area.widget()
         assert area.minimumSizeHint().width() >= body.minimumSizeHint().width()
+        # and the dock follows it: its controls were laid out after the dock took its width
+        assert dock.minimumSizeHint().width() >= body.minimumSizeHint().width()
         assert dock.minimumSizeHint().height() < 300  # it scrolls rather than demand height
