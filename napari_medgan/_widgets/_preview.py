@@ -38,8 +38,11 @@ def add_placeholders(viewer, model) -> bool:
     for name, is_label in names.items():
         if name not in viewer.layers:
             add = viewer.add_labels if is_label else viewer.add_image
+            # in mm like every other layer: napari drops units from its axes and scale bar
+            # as soon as one layer has none
             add(np.zeros(shape, np.uint8 if is_label else np.float32), name=name,
-                visible=False, metadata={PLACEHOLDER: True, PROVENANCE_KEY: _drawn(model)})
+                visible=False, units=("mm",) * 3,
+                metadata={PLACEHOLDER: True, PROVENANCE_KEY: _drawn(model)})
     return fit_view
 
 

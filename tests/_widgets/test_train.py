@@ -93,6 +93,8 @@ def test_tiny_training_runs_to_the_end(make_napari_viewer, qtbot, tmp_path):
     run = widget.run
     assert run is not None and not widget.start_btn.isEnabled()
     assert viewer.layers["GAN preview"].metadata["medgan_placeholder"]  # added at Start
+    # in mm from the start: one layer without units takes them off napari's axes
+    assert [str(u) for u in viewer.layers["GAN preview"].units] == ["millimeter"] * 3
     run.worker.yielded.connect(record)
     pbar = run.worker.pbar
     _wait_idle(qtbot, widget)
