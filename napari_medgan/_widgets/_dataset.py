@@ -32,7 +32,7 @@ from napari_medgan._widgets._common import (
     session_for,
     spin,
 )
-from napari_medgan.config import PRESETS, ModelConfig, RunConfig
+from napari_medgan.config import PRESETS, ModelConfig, RunConfig, field_help
 from napari_medgan.provenance import provenance_metadata
 
 SOURCES = ("phantom", "layers", "folder")
@@ -98,6 +98,7 @@ class DatasetWidget(QWidget):
         layout.addWidget(self.status)
         layout.addStretch(1)
         self.source.currentIndexChanged.connect(self._on_source_changed)
+        self._say_what_things_are()
         self._on_source_changed(0)
         for signal in (self.source.currentIndexChanged, self.count.valueChanged,
                        self.size.valueChanged, self.modality.currentIndexChanged,
@@ -116,6 +117,26 @@ class DatasetWidget(QWidget):
             lst.refresh(self.viewer)
 
     # --------------------------------------------------------------- handlers
+    def _say_what_things_are(self) -> None:
+        """Tooltips: the CLI's ``--help`` text of the field each control sets (declared once
+        in the configuration), and what the others do."""
+        self.source.setToolTip("where the training volumes come from: generated phantom "
+                               "heads, image layers open in the viewer, or files")
+        for w, key in ((self.count, "data.phantom_count"), (self.size, "data.phantom_size"),
+                       (self.modality, "data.phantom_modality"), (self.folder, "data.source"),
+                       (self.label_folder, "data.labels"), (self.target_folder, "data.target"),
+                       (self.preset, "data.preset"), (self.target_preset, "data.target_preset"),
+                       (self.patch, "model.patch_size")):
+            w.setToolTip(field_help(*key.split(".")))
+        self.images.setToolTip("image layers to train on (select one or more)")
+        self.labels.setToolTip(field_help("data", "labels") + " (layers, in the order of the "
+                               "images)")
+        self.targets.setToolTip(field_help("data", "target") + " (layers)")
+        self.describe_btn.setToolTip("shape, spacing, orientation and intensity range of each "
+                                     "volume, and what training would sample")
+        self.patch_btn.setToolTip("one training patch as the trainer draws it, as a layer "
+                                  "(provenance: derived)")
+
     def _on_source_changed(self, index: int) -> None:
         """Show the page of the source; hidden pages take no room."""
         for i in range(self.pages.count()):

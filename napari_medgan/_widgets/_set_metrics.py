@@ -85,6 +85,12 @@ class SetMetricsWidget(QWidget):
         self.nearest_btn.clicked.connect(self._on_show_nearest)
         self.export_btn.clicked.connect(lambda: self._on_export())
         self.export_btn.setToolTip(EXPORT_TIP)
+        self.metrics_btn.setToolTip("diversity ratio, intensity W1 and nearest-real "
+                                    "memorization of the synthetic layers against the real set")
+        self.nearest_btn.setToolTip("each synthetic layer next to its most similar real layer "
+                                    "(from the last Set metrics), in napari's grid")
+        self.real_set.setToolTip("which layers are the real set: all layers whose provenance "
+                                 "is real, or the chosen reference alone")
         self._export_allowed = True
         buttons = button_row(self.metrics_btn, self.nearest_btn, self.export_btn)
         self.table = results_table(["synthetic layer", "nearest real", "NCC", "memorized"],

@@ -261,14 +261,6 @@ def test_unreadable_or_odd_remembered_settings_give_the_defaults(make_napari_vie
     assert widget.loss.currentText() == "bce" and widget.batch.value() == 8
 
 
-def _inside(widget, ancestor) -> bool:
-    while widget is not None:
-        if widget is ancestor:
-            return True
-        widget = widget.parentWidget()
-    return False
-
-
 def test_every_control_says_what_it_is_as_the_cli_does(make_napari_viewer):
     from qtpy.QtWidgets import QAbstractButton, QComboBox, QLineEdit, QSpinBox
 
@@ -276,19 +268,21 @@ def test_every_control_says_what_it_is_as_the_cli_does(make_napari_viewer):
 
     viewer = make_napari_viewer()
     train, synth = _open(viewer, "Train GAN"), _open(viewer, "Synthesize & Compare")
-    set_metrics = synth.set_metrics  # its own tests say what its controls are
-    for dock in (train, synth):
+    dataset = _open(viewer, "Dataset")
+    for dock in (train, synth, dataset):
         for w in dock.findChildren((QComboBox, QSpinBox, QLineEdit, QAbstractButton)):
             owner = w
             while owner is not dock and not owner.toolTip():
                 owner = owner.parentWidget()  # a PathPicker's line edit: the picker's tip
             inner = isinstance(w.parentWidget(), (QComboBox, QSpinBox))  # a spin box's edit
-            if w.isVisibleTo(dock) and not inner and not _inside(w, set_metrics):
+            if w.isVisibleTo(dock) and not inner:
                 assert owner.toolTip(), f"{dock.__class__.__name__}: {w.text() if isinstance(w, QAbstractButton) else w!r} has no tooltip"
     sub = next(a for a in build_parser()._actions if a.dest == "command").choices
     helps = {(name, a.dest): a.help for name in ("train", "generate")
              for a in sub[name]._actions}
     assert train.steps.toolTip() == helps["train", "steps"]
+    assert dataset.count.toolTip() == helps["train", "phantom_count"]
+    assert dataset.patch.toolTip() == helps["train", "patch_size"]
     assert train.lr_d.toolTip() == helps["train", "lr_d"]
     assert train.out.toolTip().startswith(helps["train", "out"])
     assert synth.seed.toolTip() == helps["generate", "seed"]
