@@ -259,7 +259,7 @@ def train_step(trainer, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tenso
     follows. Returns the losses on the device."""
     from napari_medgan.training.device import autocast
     from napari_medgan.training.ema import unwrap, update_ema
-    from napari_medgan.training.losses import discriminator_loss, generator_loss, r1_penalty
+    from napari_medgan.training.losses import discriminator_loss, generator_loss
 
     cfg = trainer.config.train
     real = trainer.to_device(batch["image"])
@@ -276,7 +276,7 @@ def train_step(trainer, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tenso
     d_module = unwrap(trainer.D)
     low_in = trainer._augment(torch.cat([real_low, fake_low.detach().float()]))
     slab_in = trainer._augment(torch.cat([real_slab, fake_slab.detach().float()]))
-    do_r1 = cfg.r1_gamma > 0 and trainer.step % cfg.r1_every == 0
+    do_r1 = trainer.r1_due()
     if do_r1:
         low_in, slab_in = low_in.detach().requires_grad_(True), \
             slab_in.detach().requires_grad_(True)
@@ -288,10 +288,7 @@ def train_step(trainer, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tenso
         discriminator_loss(cfg.loss, real_s, fake_s)
     losses = {"D": loss_d.detach()}
     if do_r1:
-        r1 = r1_penalty(real_l + real_s, (low_in, slab_in),
-                        scaler=trainer.scalers[id(trainer.opt_d)])
-        loss_d = loss_d + 0.5 * cfg.r1_gamma * cfg.r1_every * r1
-        losses["R1"] = r1.detach()
+        loss_d = trainer.with_r1(loss_d, real_l + real_s, (low_in, slab_in), losses)
     trainer._update(trainer.opt_d, loss_d, trainer.D)
 
     d_module.requires_grad_(False)

@@ -140,7 +140,7 @@ def train_step(trainer, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tenso
     updated critics; the EMA follows. Returns the losses on the device."""
     from napari_medgan.training.device import autocast
     from napari_medgan.training.ema import unwrap, update_ema
-    from napari_medgan.training.losses import discriminator_loss, generator_loss, r1_penalty
+    from napari_medgan.training.losses import discriminator_loss, generator_loss
 
     cfg = trainer.config.train
     real = trainer.to_device(batch["image"])
@@ -155,7 +155,7 @@ def train_step(trainer, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tenso
     labels_in = trainer._augment(torch.cat([real_labels, fake_labels.detach().float()]))
     pair_in = trainer._augment(torch.cat([real_pair, torch.cat(
         [real_labels, fake_image.detach().float()], 1)]))
-    do_r1 = cfg.r1_gamma > 0 and trainer.step % cfg.r1_every == 0
+    do_r1 = trainer.r1_due()
     if do_r1:
         labels_in = labels_in.detach().requires_grad_(True)
         pair_in = pair_in.detach().requires_grad_(True)
@@ -168,10 +168,8 @@ def train_step(trainer, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tenso
     losses = {"D": loss_d.detach()}
     if do_r1:
         # per sample: the label critic's logit plus the pair critic's summed patch logits
-        r1 = r1_penalty(real_l.flatten(1).sum(1) + real_p.flatten(1).sum(1),
-                        (labels_in, pair_in), scaler=trainer.scalers[id(trainer.opt_d)])
-        loss_d = loss_d + 0.5 * cfg.r1_gamma * cfg.r1_every * r1
-        losses["R1"] = r1.detach()
+        loss_d = trainer.with_r1(loss_d, real_l.flatten(1).sum(1) + real_p.flatten(1).sum(1),
+                                 (labels_in, pair_in), losses)
     trainer._update(trainer.opt_d, loss_d, trainer.D)
 
     d_module.requires_grad_(False)
@@ -181,14 +179,8 @@ def train_step(trainer, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tenso
     loss_g = generator_loss(cfg.loss, g_labels.float()) + \
         generator_loss(cfg.loss, g_pair.float())
     losses["G"] = loss_g.detach()
-    if cfg.l1_weight > 0:
-        l1 = F.l1_loss(fake_image.float(), real[:, :1])
-        loss_g = loss_g + cfg.l1_weight * l1
-        losses["L1"] = l1.detach()
-    if cfg.fm_weight > 0:
-        fm = trainer.feature_matching(d_module.pair.features, real_pair, fake_pair)
-        loss_g = loss_g + cfg.fm_weight * fm
-        losses["FM"] = fm.detach()
+    loss_g = loss_g + trainer.conditional_terms(fake_image, real[:, :1], d_module.pair.features,
+                                                real_pair, fake_pair, losses)
     trainer._update(trainer.opt_g, loss_g, trainer.G)
     d_module.requires_grad_(True)
     update_ema(trainer.ema, trainer.G, cfg.ema_decay, trainer.step)

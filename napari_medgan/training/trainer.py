@@ -443,11 +443,7 @@ class Trainer:
         d_module = unwrap(self.D)
         losses: dict[str, torch.Tensor] = {}
 
-        from napari_medgan.training.losses import (
-            discriminator_loss,
-            generator_loss,
-            r1_penalty,
-        )
+        from napari_medgan.training.losses import discriminator_loss, generator_loss
 
         # One generator forward serves both updates (as in DCGAN and pix2pix): D learns on
         # fake.detach(), then G's loss goes through the freshly updated D.
@@ -460,7 +456,7 @@ class Trainer:
 
         # ---- discriminator: one forward over real and fake together (one DDP pass)
         both = self._augment(torch.cat([real_in, with_cond(fake.detach().float())], 0))
-        do_r1 = cfg.r1_gamma > 0 and self.step % cfg.r1_every == 0
+        do_r1 = self.r1_due()
         if do_r1:
             both = both.detach().requires_grad_(True)
         with autocast(self.device, self.amp_dtype):
@@ -470,10 +466,7 @@ class Trainer:
         loss_d = discriminator_loss(cfg.loss, real_logits, fake_logits)
         losses["D"] = loss_d.detach()
         if do_r1:
-            # Lazy regularisation: every r1_every steps, scaled by r1_every (Karras et al. 2020).
-            r1 = r1_penalty(real_logits, both, scaler=self.scalers[id(self.opt_d)])
-            loss_d = loss_d + 0.5 * cfg.r1_gamma * cfg.r1_every * r1
-            losses["R1"] = r1.detach()
+            loss_d = self.with_r1(loss_d, real_logits, both, losses)
         self._update(self.opt_d, loss_d, self.D)
 
         # ---- generator (D frozen, called unwrapped so its DDP reducer is not involved)
@@ -482,18 +475,50 @@ class Trainer:
             g_logits = d_module(self._augment(with_cond(fake)))
         loss_g = generator_loss(cfg.loss, g_logits.float())
         losses["G"] = loss_g.detach()
-        if cond is not None and cfg.l1_weight > 0:
-            l1 = F.l1_loss(fake.float(), real)
-            loss_g = loss_g + cfg.l1_weight * l1
-            losses["L1"] = l1.detach()
-        if cond is not None and cfg.fm_weight > 0 and hasattr(d_module, "features"):
-            fm = self.feature_matching(d_module.features, real_in, with_cond(fake))
-            loss_g = loss_g + cfg.fm_weight * fm
-            losses["FM"] = fm.detach()
+        if cond is not None:
+            loss_g = loss_g + self.conditional_terms(
+                fake, real, getattr(d_module, "features", None), real_in, with_cond(fake),
+                losses)
         self._update(self.opt_g, loss_g, self.G)
         d_module.requires_grad_(True)
         update_ema(self.ema, self.G, cfg.ema_decay, self.step)
         return losses
+
+    def r1_due(self) -> bool:
+        """Whether this step adds the R1 penalty: lazy regularisation, every ``r1_every``
+        steps (Karras et al. 2020)."""
+        cfg = self.config.train
+        return cfg.r1_gamma > 0 and self.step % cfg.r1_every == 0
+
+    def with_r1(self, loss_d: torch.Tensor, real_logits: torch.Tensor, real_inputs,
+                losses: dict) -> torch.Tensor:
+        """``loss_d`` plus the R1 penalty of ``real_logits`` with respect to ``real_inputs``
+        (which had ``requires_grad`` set before they went through D), scaled by
+        ``r1_every`` for its lazy rate; the penalty is recorded as ``losses["R1"]``."""
+        from napari_medgan.training.losses import r1_penalty
+
+        cfg = self.config.train
+        r1 = r1_penalty(real_logits, real_inputs, scaler=self.scalers[id(self.opt_d)])
+        losses["R1"] = r1.detach()
+        return loss_d + 0.5 * cfg.r1_gamma * cfg.r1_every * r1
+
+    def conditional_terms(self, fake: torch.Tensor, target: torch.Tensor, features,
+                          real_in: torch.Tensor, fake_in: torch.Tensor,
+                          losses: dict) -> torch.Tensor | float:
+        """The conditional generator's terms beside the GAN loss (pix2pix, pix2pixHD): L1 to
+        the target and, when the discriminator has ``features``, feature matching between
+        ``fake_in`` and ``real_in``, each weighted by its setting (0 = off) and recorded in
+        ``losses`` (``"L1"``, ``"FM"``)."""
+        cfg, extra = self.config.train, 0.0
+        if cfg.l1_weight > 0:
+            l1 = F.l1_loss(fake.float(), target)
+            extra = extra + cfg.l1_weight * l1
+            losses["L1"] = l1.detach()
+        if cfg.fm_weight > 0 and features is not None:
+            fm = self.feature_matching(features, real_in, fake_in)
+            extra = extra + cfg.fm_weight * fm
+            losses["FM"] = fm.detach()
+        return extra
 
     def feature_matching(self, features, real_in: torch.Tensor,
                          fake_in: torch.Tensor) -> torch.Tensor:
