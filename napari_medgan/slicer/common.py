@@ -26,6 +26,9 @@ OVERLAP = Param("float", "overlap", "Window overlap",
                 "volume; their results are blended with Gaussian weights.",
                 default=0.5, constraints=(0.0, 0.9, 0.05))
 
+#: The advanced settings of the modules that slide windows over a whole volume.
+WINDOW_SETTINGS = Group("Advanced", "Inference settings.", (OVERLAP, DEVICE), advanced=True)
+
 #: The module that serves each kind of generator input (``Task.condition``).
 MODULE_FOR_CONDITION = {"": "Synthesize", "labels": "Label map to image",
                         "image": "Image to image", "image+mask": "Image to image"}

@@ -14,9 +14,8 @@ import argparse
 from pathlib import Path
 
 from napari_medgan.slicer.common import (
-    DEVICE,
     MODEL_GROUP,
-    OVERLAP,
+    WINDOW_SETTINGS,
     load_model,
     read_volume,
     write_volume,
@@ -77,7 +76,7 @@ MODULE = CLIModule(
                   default="any", elements=("any", *IMAGE_TASKS)),
         )),
         MODEL_GROUP,
-        Group("Advanced", "Inference settings.", (OVERLAP, DEVICE), advanced=True),
+        WINDOW_SETTINGS,
     ),
     run=run,
 )

@@ -12,9 +12,8 @@ import argparse
 from pathlib import Path
 
 from napari_medgan.slicer.common import (
-    DEVICE,
     MODEL_GROUP,
-    OVERLAP,
+    WINDOW_SETTINGS,
     load_model,
     read_volume,
     write_volume,
@@ -51,7 +50,7 @@ MODULE = CLIModule(
                   reference="inputLabels"),
         )),
         MODEL_GROUP,
-        Group("Advanced", "Inference settings.", (OVERLAP, DEVICE), advanced=True),
+        WINDOW_SETTINGS,
     ),
     run=run,
 )
