@@ -114,6 +114,7 @@ def read_volumes(path: str | Sequence[str]) -> list[LayerData]:
     paths = [path] if isinstance(path, (str, Path)) else list(path)
     layers: list[LayerData] = []
     seen_dicom: set[Path] = set()
+    manifests: dict[Path, dict] = {}
     for p in paths:
         p = Path(p)
         if not p.is_dir() and volume_suffix(p) == DICOM_SUFFIX:
@@ -121,25 +122,34 @@ def read_volumes(path: str | Sequence[str]) -> list[LayerData]:
                 continue
             seen_dicom.update(Path(f).resolve() for f in dicom_series_files(p))
         volume = load_volume(p)
-        layers.append(volume_to_layer_data(volume, provenance=file_provenance(p)))
+        layers.append(volume_to_layer_data(volume, provenance=file_provenance(p, manifests)))
     return layers
 
 
-def file_provenance(path: Path) -> dict:
+def file_provenance(path: Path, manifests: dict[Path, dict] | None = None) -> dict:
     """A file is real, unless the ``synthetic.json`` manifest that "Save all synthetic"
-    writes beside it lists it: then it is what the manifest says (synthetic, its model)."""
+    writes beside it lists it: then it is what the manifest says (synthetic, its model).
+    ``manifests`` caches each folder's manifest (file name -> its provenance entry) when
+    several files of one folder are read."""
+    manifests = {} if manifests is None else manifests
+    if path.parent not in manifests:
+        manifests[path.parent] = _manifest(path.parent)
+    listed = manifests[path.parent]
+    if path.name in listed:
+        written = listed[path.name]
+        record = read_provenance({PROVENANCE_KEY: written}) or \
+            read_provenance({"medgan_synthetic": written or True})
+        return {**record, "source": str(path)}
+    return make_provenance("real", source=str(path))
+
+
+def _manifest(folder: Path) -> dict:
+    """``synthetic.json`` in ``folder`` as {file name: provenance entry}; {} if none."""
     import json
 
-    manifest = path.parent / "synthetic.json"
-    if manifest.is_file():
-        try:
-            entries = json.loads(manifest.read_text())
-        except (OSError, ValueError):
-            entries = []
-        entries = entries.get("files", []) if isinstance(entries, dict) else entries
-        for entry in entries if isinstance(entries, list) else []:
-            if isinstance(entry, dict) and entry.get("file") == path.name:
-                record = read_provenance({PROVENANCE_KEY: entry.get("provenance")}) or \
-                    read_provenance({"medgan_synthetic": entry.get("provenance") or True})
-                return {**record, "source": str(path)}
-    return make_provenance("real", source=str(path))
+    try:
+        entries = json.loads((folder / "synthetic.json").read_text())
+    except (OSError, ValueError):
+        return {}
+    return {e["file"]: e.get("provenance") for e in entries if isinstance(e, dict) and
+            "file" in e} if isinstance(entries, list) else {}
