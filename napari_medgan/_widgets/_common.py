@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 from psygnal import Signal
+from qtpy.QtCore import QEvent
 from qtpy.QtWidgets import (
     QAbstractItemView,
     QComboBox,
@@ -286,8 +287,6 @@ class _DockScroll(QScrollArea):
         # The body's controls change after the dock is laid out (labels filled in, fields
         # shown): tell the dock's layout that this area's width hint changed with them,
         # or the dock keeps its first width and clips the controls sideways.
-        from qtpy.QtCore import QEvent
-
         if watched is self.widget() and event.type() == QEvent.Type.LayoutRequest:
             self.updateGeometry()
         return super().eventFilter(watched, event)

@@ -53,6 +53,15 @@ def _pairs(viewer, size=16, count=2):
         _synthetic(viewer, f, f"sample {i}")
 
 
+def _start_layer_study(viewer, widget, csv, **pairs) -> None:
+    """Real and synthetic layers (:func:`_pairs`), then a "viewer layers" study over them,
+    started and saving to ``csv``."""
+    _pairs(viewer, **pairs)
+    widget.source.setCurrentText("viewer layers")
+    widget.output.set_path(str(csv))
+    widget._on_start()
+
+
 def _answer_right(widget) -> None:
     trial = widget.study.trials[widget.study.position]
     widget.window.panel.answer_btns[widget.study.choices.index(trial.truth)].click()
@@ -182,10 +191,7 @@ def test_grids_that_cannot_be_matched_are_refused_before_start(make_napari_viewe
 def test_keyboard_answers_advance_a_trial(make_napari_viewer, qtbot, tmp_path):
     viewer = make_napari_viewer()
     widget = _open(viewer, make_napari_viewer)
-    _pairs(viewer)
-    widget.source.setCurrentText("viewer layers")
-    widget.output.set_path(str(tmp_path / "keys.csv"))
-    widget._on_start()
+    _start_layer_study(viewer, widget, tmp_path / "keys.csv")
     panel = widget.window.panel
     assert [b.text() for b in panel.answer_btns] == ["Real   [R]", "Synthetic   [S]"]
     assert panel.confidence_btns.button(5).text() == "5 sure"
@@ -214,11 +220,8 @@ def test_keyboard_answers_advance_a_trial(make_napari_viewer, qtbot, tmp_path):
 def test_stop_asks_first_and_resume_continues_from_the_csv(make_napari_viewer, tmp_path):
     viewer = make_napari_viewer()
     widget = _open(viewer, make_napari_viewer)
-    _pairs(viewer)
-    widget.source.setCurrentText("viewer layers")
     csv = tmp_path / "r.csv"
-    widget.output.set_path(str(csv))
-    widget._on_start()
+    _start_layer_study(viewer, widget, csv)
     order = [t.cases[0].case_id for t in widget.study.trials]
     _answer_right(widget)
     widget.window.panel.press("1")
@@ -253,10 +256,7 @@ def test_next_case_appears_quickly(make_napari_viewer, tmp_path):
     widget = _open(viewer, make_napari_viewer)
     for i in range(12):  # user layers the old dock removed and restored one by one
         viewer.add_image(np.zeros((8, 8, 8), np.float32), name=f"mine {i}")
-    _pairs(viewer, size=32, count=3)
-    widget.source.setCurrentText("viewer layers")
-    widget.output.set_path(str(tmp_path / "speed.csv"))
-    widget._on_start()
+    _start_layer_study(viewer, widget, tmp_path / "speed.csv", size=32, count=3)
     from qtpy.QtWidgets import QApplication
 
     times = []
@@ -334,10 +334,7 @@ def test_synthesized_layers_enter_as_synthetic(make_napari_viewer, qtbot, traine
 def test_closing_the_study_window_saves(make_napari_viewer, tmp_path):
     viewer = make_napari_viewer()
     widget = _open(viewer, make_napari_viewer)
-    _pairs(viewer)
-    widget.source.setCurrentText("viewer layers")
-    widget.output.set_path(str(tmp_path / "closed.csv"))
-    widget._on_start()
+    _start_layer_study(viewer, widget, tmp_path / "closed.csv")
     widget.window.panel.press("r")
     widget.window.viewer.window._qt_window.close()  # the reader closes the window
     assert widget.study is None and widget.window is None and widget.start_btn.isEnabled()
