@@ -32,6 +32,7 @@ from napari_medgan._widgets._common import (
     session_for,
     spin,
 )
+from napari_medgan._widgets._remember import remember
 from napari_medgan.config import PRESETS, ModelConfig, RunConfig, field_help
 from napari_medgan.provenance import provenance_metadata
 
@@ -110,6 +111,13 @@ class DatasetWidget(QWidget):
             signal.connect(self._on_changed)
         self.reset_choices()
         self.preset.setCurrentText(d.preset)
+        # the layers picked are this session's; the rest comes back next time
+        remember(self, "Dataset", {
+            "source": self.source, "phantom_count": self.count, "phantom_size": self.size,
+            "phantom_modality": self.modality, "folder": self.folder,
+            "label_folder": self.label_folder, "target_folder": self.target_folder,
+            "preset": self.preset, "target_preset": self.target_preset,
+            "patch_size": self.patch})
 
     def reset_choices(self, *_) -> None:
         """napari calls this when layers are added, removed or renamed."""

@@ -92,3 +92,31 @@ def test_a_hostile_file_in_the_folder_is_one_notification(make_napari_viewer, qt
     qtbot.waitUntil(lambda: bool(error_messages(notifications)), timeout=30_000)
     (error,) = error_messages(notifications)
     assert "huge.nii.gz: header claims 20000x20000x20000 voxels" in error and "\n" not in error
+
+
+def test_dataset_settings_are_remembered_but_not_the_layers_picked(make_napari_viewer,
+                                                                   dock_settings):
+    from napari_medgan._widgets import _remember
+
+    viewer = make_napari_viewer()
+    add_phantom_layers(viewer)
+    first = _open(viewer)
+    first.source.setCurrentText("folder")
+    first.folder.edit.setText("/data/heads")
+    first.count.setValue(12)
+    first.modality.setCurrentText("ct")
+    first.patch.setValue(48)
+    first.images.item(0).setSelected(True)
+    _remember.flush()
+
+    _remember._STORE = None  # a new session reads the file again
+    second_viewer = make_napari_viewer()
+    add_phantom_layers(second_viewer)
+    second = _open(second_viewer)
+    assert second.source.currentText() == "folder" and second.folder.path() == "/data/heads"
+    assert second.count.value() == 12 and second.modality.currentText() == "ct"
+    assert second.patch.value() == 48 and not second.images.selected()
+    # the session (what Train GAN builds its run from) holds the remembered values
+    d = second.session.dataset
+    assert (d.source, d.folder, d.phantom_modality, d.patch_size) == (
+        "folder", "/data/heads", "ct", 48)
