@@ -44,6 +44,7 @@ class TickRecorder:
         from qtpy.QtCore import Qt, QTimer
 
         self.ticks: list[float] = []
+        self.sched: list[tuple[int, int]] = []  # GUI thread's (on-CPU ns, runqueue ns) per tick
         self.worker_at: dict[float, str] = {}  # tick ending a long gap -> training code there
         self.timer = QTimer()
         self.timer.setTimerType(Qt.TimerType.PreciseTimer)
@@ -52,14 +53,16 @@ class TickRecorder:
 
     def _tick(self) -> None:
         now = time.perf_counter()
-        if self.ticks and now - self.ticks[-1] > 0.06:
+        if self.ticks and now - self.ticks[-1] > 0.03:
             self.worker_at[now] = training_thread_code()
         self.ticks.append(now)
+        self.sched.append(gui_thread_schedstat())
 
     def record_until(self, done, timeout: float) -> dict:
         from qtpy.QtWidgets import QApplication
 
         self.ticks = [time.perf_counter()]
+        self.sched = [gui_thread_schedstat()]
         self.timer.start()
         end = time.monotonic() + timeout
         while not done() and time.monotonic() < end:
@@ -67,6 +70,18 @@ class TickRecorder:
             time.sleep(0.001)
         self.timer.stop()
         return summarize(np.diff(self.ticks) * 1000.0)
+
+
+def gui_thread_schedstat() -> tuple[int, int]:
+    """The calling thread's time on a CPU and waiting for one (ns, Linux schedstat): over a
+    gap, the first says the GUI thread was working, the second that it was runnable but
+    had no core; the rest it was blocked (the GIL held by the training thread, or idle)."""
+    try:
+        with open("/proc/thread-self/schedstat") as f:
+            on_cpu, waiting, _ = f.read().split()
+        return int(on_cpu), int(waiting)
+    except (OSError, ValueError):
+        return 0, 0
 
 
 def training_thread_code() -> str:
@@ -77,9 +92,9 @@ def training_thread_code() -> str:
     for frame in sys._current_frames().values():
         stack = traceback.extract_stack(frame)
         if any(s.filename.endswith("trainer.py") for s in stack):
-            ours = [s for s in stack if "napari_medgan" in s.filename] or stack
-            return " < ".join(f"{Path(s.filename).name}:{s.lineno} {s.name}"
-                              for s in ours[::-1][:3])
+            ours = [s for s in stack if "napari_medgan" in s.filename][-1:]
+            where = [s for s in stack[::-1][:3] if s not in ours] + ours
+            return " < ".join(f"{Path(s.filename).name}:{s.lineno} {s.name}" for s in where)
     return "(no training thread)"
 
 
@@ -129,7 +144,7 @@ def gc_marks(marks: list):
 
 
 def explain_gaps(ticks: list[float], marks: list, first_step: float | None,
-                 worker_at: dict, n: int = 8) -> list:
+                 worker_at: dict, sched: list, n: int = 8) -> list:
     """The ``n`` longest gaps, each with the GUI-thread work that overlapped it."""
     gaps = np.diff(ticks)
     rows = []
@@ -138,8 +153,14 @@ def explain_gaps(ticks: list[float], marks: list, first_step: float | None,
         inside = [f"{what} ({(b - a) * 1000:.0f} ms)" for a, b, what in sorted(marks)
                   if a < t1 and b > t0]
         phase = "setup" if first_step is None or t1 < first_step else "training"
-        rows.append({"gap_ms": round(float(gaps[i]) * 1000, 1), "phase": phase,
+        gap_ms = float(gaps[i]) * 1000
+        on_cpu, waiting = ((b - a) / 1e6 for a, b in zip(sched[i], sched[i + 1])) \
+            if len(sched) == len(ticks) else (float("nan"),) * 2
+        rows.append({"gap_ms": round(gap_ms, 1), "phase": phase,
                      "gui_work": inside or ["none (thread contention)"],
+                     "gui_thread_ms": {"on_cpu": round(on_cpu, 1),
+                                       "waiting_for_a_core": round(waiting, 1),
+                                       "blocked_or_idle": round(gap_ms - on_cpu - waiting, 1)},
                      "training_thread_after": worker_at.get(t1, "")})
     return rows
 
@@ -169,6 +190,7 @@ def train_once(widget, recorder: TickRecorder, run_dir: str) -> dict:
     steps: list[float] = []
     first_step: list[float] = []
     load_before = load_average()
+    modules_before = set(sys.modules)
     t0 = time.perf_counter()
     widget._on_start()  # a click: its own latency is reported apart, as start_click_ms
     start_click_ms = (time.perf_counter() - t0) * 1000
@@ -192,13 +214,16 @@ def train_once(widget, recorder: TickRecorder, run_dir: str) -> dict:
         "load_average_before": load_before,
         "load_average_after": load_average(),
         "training_torch_threads": run.threads,
+        # imported while the run set up: their import holds the GIL for up to 200 ms
+        "modules_imported": sorted({m.split(".")[0] for m in set(sys.modules) - modules_before}),
+        "modules_imported_count": len(set(sys.modules) - modules_before),
         "start_click_ms": round(start_click_ms, 1),
         "training_wall_s": round(wall, 1),
         "median_step_s": round(float(np.median(steps)), 3) if steps else None,
         "plot_redraws": widget.plot.draws - draws_before,
         "longest_gaps": explain_gaps(recorder.ticks, marks,
                                      first_step[0] if first_step else None,
-                                     recorder.worker_at),
+                                     recorder.worker_at, recorder.sched),
         "handler_worst_ms": {k: round(max(v), 1) for k, v in handler_ms.items()},
         "handler_median_ms": {k: round(float(np.median(v)), 1) for k, v in handler_ms.items()},
         "preview_handler_ms": [round(v, 1) for v in handler_ms.get("PreviewEvent", [])],
