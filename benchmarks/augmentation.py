@@ -36,14 +36,15 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
 REAL_SEED, TEST_SEED = 10_000, 20_000  # the GAN's demo phantoms use seeds 0, 1, ...
-#: pair-making families: the demo's settings, with another model where given (hagan3d: the
-#: whole 32^3 grid, trained in 16-plane slabs plus the 8^3 low-resolution volume;
-#: twostage3d: a label-map generator, then SPADE label -> image)
-FAMILIES = {"dcgan3d-joint": None,
+#: pair-making families: the demo's training settings (phantoms, batch, learning rates), with
+#: the demo's own model (twostage3d: a label-map generator, then SPADE label -> image) where
+#: None, else the model given (dcgan3d joint; hagan3d: the whole 32^3 grid, trained in
+#: 16-plane slabs plus the 8^3 low-resolution volume)
+FAMILIES = {"dcgan3d-joint": dict(name="dcgan3d", task="joint", patch_size=32, channels=16,
+                                  latent_dim=64),
             "hagan3d-joint": dict(name="hagan3d", task="joint", volume_shape=(32, 32, 32),
                                   slab_size=16, channels=16, latent_dim=64),
-            "twostage3d-joint": dict(name="twostage3d", task="joint", patch_size=32,
-                                     channels=16, latent_dim=64)}
+            "twostage3d-joint": None}
 
 
 def train_family(name: str, out: Path, budget: float, seed: int):
@@ -75,13 +76,13 @@ def draw_pairs(loaded, n: int, seed: int):
 
 
 def segment_scores(train_sets: dict, test, num_classes: int, steps: int, seed: int) -> dict:
-    from napari_medgan.metrics.segmentation import dice_per_class, train_segmenter
+    from napari_medgan.metrics.segmentation import segmenter_dice
 
     out = {}
     for name, (images, labels) in train_sets.items():
         t0 = time.perf_counter()
-        net = train_segmenter(images, labels, num_classes, steps=steps, seed=seed)
-        dice = dice_per_class(net, test[0], test[1], num_classes)
+        dice = segmenter_dice(images, labels, test[0], test[1], num_classes, steps=steps,
+                              seed=seed)
         out[name] = {"dice_per_class": [float(d) for d in dice], "mean_dice": float(np.mean(dice)),
                      "n_train": len(images), "seconds": round(time.perf_counter() - t0, 1)}
         print(f"  segmenter on {name:<22} mean Dice {np.mean(dice):.3f}  "
@@ -96,7 +97,8 @@ def main(argv=None) -> int:
     from napari_medgan.metrics.report import evaluate_sets, summarize_report
 
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("--families", nargs="+", default=["dcgan3d-joint"], choices=list(FAMILIES))
+    p.add_argument("--families", nargs="+", default=["twostage3d-joint", "dcgan3d-joint"],
+                   choices=list(FAMILIES))
     p.add_argument("--budget", type=float, default=220.0, help="GAN training seconds")
     p.add_argument("--n-real", type=int, default=8, help="N: real training pairs")
     p.add_argument("--n-synthetic", type=int, default=32, help="M: synthetic pairs")

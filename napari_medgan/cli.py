@@ -93,6 +93,9 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--budget", type=float, default=None,
                    help="training wall-clock budget in seconds (default 220; 0 = no limit)")
     d.add_argument("--seed", type=int, default=0)
+    d.add_argument("--segmenter-steps", type=int, default=None,
+                   help="steps of each segmenter in the check that the synthetic pairs teach "
+                        "segmentation (default 200; 0 skips it)")
 
     r = sub.add_parser("report", help="a run's training record: loss curves, previews, figures",
                        description="Write history.csv, report.png and report.html for a run "
@@ -228,12 +231,14 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
-    from napari_medgan.demo import run_demo
-
-    from napari_medgan.demo import DEMO_TRAIN_SECONDS
+    from napari_medgan.demo import DEMO_SEGMENTER_STEPS, DEMO_TRAIN_SECONDS, run_demo
 
     budget = DEMO_TRAIN_SECONDS if args.budget is None else args.budget
-    run_demo(args.out, steps=args.steps, seed=args.seed, budget_seconds=budget)
+    checks = DEMO_SEGMENTER_STEPS if args.segmenter_steps is None else args.segmenter_steps
+    if checks < 0:
+        raise ValueError(f"--segmenter-steps: expected >= 0, got {checks}")
+    run_demo(args.out, steps=args.steps, seed=args.seed, budget_seconds=budget,
+             segmenter_steps=checks)
     return 0
 
 

@@ -10,12 +10,17 @@ from napari_medgan.cli import main
 
 def test_demo_writes_volumes_picture_and_figures(tmp_path, capsys):
     out = tmp_path / "demo"
-    assert main(["demo", "--out", str(out), "--steps", "3"]) == 0
+    assert main(["demo", "--out", str(out), "--steps", "3", "--segmenter-steps", "2"]) == 0
     figures = json.loads((out / "figures.json").read_text())
     assert figures["steps"] == 3
+    check = figures["segmenter"]  # a segmenter on the pairs against one on real phantoms
+    assert (check["pairs"], check["test_phantoms"], check["segmenter_steps"]) == (8, 8, 2)
+    assert 0 <= check["dice_trained_on_synthetic"] <= 1 and check["dice_trained_on_real"] > 0
+    assert check["ratio"] == pytest.approx(
+        check["dice_trained_on_synthetic"] / check["dice_trained_on_real"], abs=0.01)
     assert set(figures["quality"]) >= {"intensity_wasserstein", "diversity_ratio", "memorized"}
     printed = capsys.readouterr().out
-    assert '"diversity_ratio"' in printed
+    assert '"diversity_ratio"' in printed and "of one trained on 8 real phantoms" in printed
     volumes = sorted(p.name for p in (out / "volumes").glob("*.nii.gz"))
     assert "synthetic_000.nii.gz" in volumes and "synthetic_000_labels.nii.gz" in volumes
     assert len([v for v in volumes if v.startswith("real_")]) == 8

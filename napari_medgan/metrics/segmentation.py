@@ -104,3 +104,12 @@ def dice_per_class(net: torch.nn.Module, images: Sequence[np.ndarray],
                                             k).permute(0, 4, 1, 2, 3)
         metric(pred, truth)
     return metric.aggregate().cpu().numpy()
+
+
+def segmenter_dice(images: Sequence[np.ndarray], labels: Sequence[np.ndarray],
+                   test_images: Sequence[np.ndarray], test_labels: Sequence[np.ndarray],
+                   num_classes: int, *, steps: int = 300, seed: int = 0) -> np.ndarray:
+    """Train on ``images``/``labels``, test on the real ``test_*`` pairs: per-class Dice
+    (see :func:`train_segmenter` and :func:`dice_per_class`)."""
+    net = train_segmenter(images, labels, num_classes, steps=steps, seed=seed)
+    return dice_per_class(net, test_images, test_labels, num_classes)

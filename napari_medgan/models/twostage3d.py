@@ -13,7 +13,8 @@ drawing image and labels together (``dcgan3d`` joint), two easier problems.
   conditional losses (two-scale PatchGAN on label map + image, L1, feature matching).
   It is fully convolutional and learns local appearance, so it trains on random crops of
   half the patch side (:func:`stage2_crop`; at least 16 voxels) and draws whole maps: at
-  32^3 this makes a trainer step 2.5x faster on a CPU, and stage 1 gets that many more steps.
+  32^3 a trainer step is 2.2x faster on a CPU (0.54 -> 0.24 s), and stage 1 gets that many
+  more steps.
 
 A sample is the stage-1 label map made one-hot (argmax), and the stage-2 image computed from
 exactly that map: image and labels agree by construction. The two stages train together,
