@@ -226,6 +226,9 @@ class ModelConfig(_Checked):
               "each a multiple of 32 (default: the patch size cubed)")
     slab_size: int = opt(32, "hagan3d: thickness (z voxels, a multiple of 8) of the "
                              "full-resolution slab each step trains")
+    label_scale: int = opt(1, "twostage3d: stage 1 draws the label map at 1/this of the "
+                              "patch side (1 or 2), and its class probabilities are upsampled "
+                              "(trilinear) to the patch before stage 2 draws the image")
     latent_dim: int = opt(128, 'latent size (dcgan3d, hagan3d, twostage3d)')
     channels: int = opt(32, 'base network width')
     num_classes: int = opt(0, 'label classes incl. background (0 = from data)')
@@ -253,6 +256,12 @@ class ModelConfig(_Checked):
             self.volume_shape = parse_shape(self.volume_shape, "model.volume_shape", 32)
         _check(8 <= self.slab_size <= MAX_EDGE and self.slab_size % 8 == 0, "model.slab_size",
                self.slab_size, f"a multiple of 8 from 8 to {MAX_EDGE}")
+        _check(self.label_scale in (1, 2), "model.label_scale", self.label_scale, "1 or 2")
+        if self.label_scale != 1:
+            _check(self.name == "twostage3d", "model.label_scale", self.label_scale,
+                   "1 for models other than twostage3d")
+            _check(ps // self.label_scale % 16 == 0, "model.label_scale", self.label_scale,
+                   f"a divisor of the patch size ({ps}) that leaves a multiple of 16")
         _check(1 <= self.latent_dim <= 4096, "model.latent_dim", self.latent_dim,
                "from 1 to 4096")
         _check(4 <= self.channels <= 1024, "model.channels", self.channels, "from 4 to 1024")

@@ -57,7 +57,8 @@ def memory_voxels(cfg) -> int:
 
 def scaled_model(cfg, k: int):
     """``cfg`` with every size divided by ``k`` (patch size to a multiple of 16, volume
-    shape to multiples of 32, slab size to a multiple of 8 and at most the depth), or None
+    shape to multiples of 32, slab size to a multiple of 8 and at most the depth,
+    ``label_scale`` 1 where the patch no longer allows 2), or None
     when what the step processes (:func:`memory_voxels`) cannot shrink."""
     def down(value: int, multiple: int) -> int:
         return max(multiple, int(value) // k // multiple * multiple)
@@ -68,6 +69,9 @@ def scaled_model(cfg, k: int):
         changes["volume_shape"] = tuple(down(s, 32) for s in cfg.volume_shape)
         depth = changes["volume_shape"][2]
     changes["slab_size"] = min(down(cfg.slab_size, 8), depth)
+    if changes["patch_size"] // int(cfg.label_scale) % 16:
+        changes["label_scale"] = 1  # twostage3d's coarse grid cannot shrink that far: the
+        # small step then does more stage-1 work, so the estimate errs on the safe side
     smaller = dataclasses.replace(cfg, **changes)
     return None if memory_voxels(smaller) == memory_voxels(cfg) else smaller
 

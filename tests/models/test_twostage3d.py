@@ -110,3 +110,38 @@ def test_a_32_cubed_step_trains_stage_two_on_crops_and_samples_whole_maps(tmp_pa
         [e for e in events if isinstance(e, ev.StepEvent)][-1].losses)
     images, labels = generate(load_generator(tmp_path), 1, seed=0)
     assert images[0].shape == labels[0].shape == (32, 32, 32)
+
+
+def test_stage_one_on_a_coarser_grid_upsamples_before_stage_two(tmp_path, tiny_run):
+    g = build_generator(_cfg(patch_size=32, label_scale=2)).eval()
+    assert g.labels.spatial_size == 16
+    z = g.sample_latent(2)
+    with torch.no_grad():
+        out = g(z)
+        coarse = g.labels(z)
+        assert coarse.shape == (2, 4, 16, 16, 16) and out.shape == (2, 5, 32, 32, 32)
+        fine = g.label_probabilities(z)
+        # upsampled probabilities still sum to one, and the written map is their argmax
+        torch.testing.assert_close(fine.sum(1), torch.ones(2, 32, 32, 32))
+        assert torch.equal(out[:, 1:].argmax(1), fine.argmax(1))
+        torch.testing.assert_close(out[:, :1], g.image(out[:, 1:]))
+    d = build_discriminator(_cfg(patch_size=32, label_scale=2))
+    assert d.labels.spatial_size == 16
+
+    run = tiny_run(tmp_path, model="twostage3d", task="joint", steps=2)
+    run.data.phantom_size = run.model.patch_size = 32
+    run.model.label_scale = 2
+    assert {"D", "G"} <= set([e for e in Trainer(run).run()
+                              if isinstance(e, ev.StepEvent)][-1].losses)
+    images, labels = generate(load_generator(tmp_path), 1, seed=0)
+    assert images[0].shape == labels[0].shape == (32, 32, 32)
+
+
+@pytest.mark.parametrize("settings, message", [
+    (dict(label_scale=3), "1 or 2"),
+    (dict(name="dcgan3d", label_scale=2), "other than twostage3d"),
+    (dict(patch_size=16, label_scale=2), "multiple of 16"),
+])
+def test_label_scale_settings_are_checked(settings, message):
+    with pytest.raises(ValueError, match=message):
+        _cfg(**settings)

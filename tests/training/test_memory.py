@@ -88,3 +88,12 @@ def test_trainer_says_the_run_fits(tmp_path, tiny_run):
     run = tiny_run(tmp_path / "run", steps=1, memory_check="on")
     texts = [e.text for e in Trainer(run).run() if isinstance(e, ev.MessageEvent)]
     assert any(t.startswith("memory: fits: ~") and "available RAM" in t for t in texts)
+
+
+def test_a_coarse_label_grid_that_cannot_shrink_is_measured_at_full_scale():
+    from napari_medgan.config import ModelConfig
+    from napari_medgan.training.memory import scaled_model
+
+    cfg = ModelConfig(name="twostage3d", task="joint", patch_size=64, label_scale=2)
+    assert (scaled_model(cfg, 2).patch_size, scaled_model(cfg, 2).label_scale) == (32, 2)
+    assert (scaled_model(cfg, 4).patch_size, scaled_model(cfg, 4).label_scale) == (16, 1)
