@@ -20,6 +20,8 @@ Tensors are ``(B, C, D, H, W)``; patches are cubic with side ``spatial_size``.
 
 from __future__ import annotations
 
+import math
+
 import torch
 from torch import nn
 from torch.nn.utils.parametrizations import spectral_norm as _spectral_norm
@@ -229,10 +231,16 @@ class Discriminator3D(nn.Module):
         couples samples in a batch, which breaks per-sample gradient penalties).
     max_channels : int, optional
         Cap on the width of the deeper convolutions.
+    minibatch_std : bool
+        Add the minibatch standard-deviation feature before the linear layer (Karras et
+        al. 2018, ProGAN): the spread of the features over groups of up to 4 samples, so the
+        critic sees when generated samples are too alike (mode collapse). ``forward``'s
+        ``splits`` keeps groups inside each part of a batch that concatenates real and fake.
     """
 
     def __init__(self, in_channels: int, channels: int, spatial_size: int,
-                 spectral_norm: bool = True, max_channels: int | None = None) -> None:
+                 spectral_norm: bool = True, max_channels: int | None = None,
+                 minibatch_std: bool = False) -> None:
         super().__init__()
         if int(in_channels) < 1:
             raise ValueError(f"in_channels: expected >= 1, got {in_channels!r}")
@@ -253,16 +261,34 @@ class Discriminator3D(nn.Module):
             layers.append(nn.LeakyReLU(0.2, inplace=True))
             c_in = c_out
         self.features = nn.Sequential(*layers)
-        self.fc = nn.Linear(c_in * self.base**3, 1)
+        self.minibatch_std = bool(minibatch_std)
+        self.fc = nn.Linear((c_in + int(self.minibatch_std)) * self.base**3, 1)
         self.apply(_init_dcgan)
         if spectral_norm:
             for module in list(self.modules()):
                 if isinstance(module, (nn.Conv3d, nn.Linear)):
                     _spectral_norm(module)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, splits: int = 1) -> torch.Tensor:
         _check_5d(x, self.in_channels, self.spatial_size, "Discriminator3D")
-        return self.fc(self.features(x).flatten(1))
+        h = self.features(x)
+        if self.minibatch_std:
+            h = torch.cat([h, minibatch_std(h, splits)], 1)
+        return self.fc(h.flatten(1))
+
+
+def minibatch_std(h: torch.Tensor, splits: int = 1, group: int = 4) -> torch.Tensor:
+    """``(B, 1, ...)``: per sample, the mean over features and positions of the standard
+    deviation across its group (contiguous samples, up to ``group`` of them, never across
+    the ``splits`` equal parts of the batch), computed in float32."""
+    b = h.shape[0]
+    if b % splits:
+        raise ValueError(f"splits: {splits} does not divide the batch of {b}")
+    g = math.gcd(group, b // splits)
+    y = h.float().reshape(b // g, g, *h.shape[1:])
+    std = (y.var(1, unbiased=False) + 1e-8).sqrt().flatten(1).mean(1)  # (b // g,)
+    std = std.repeat_interleave(g).to(h.dtype)
+    return std.view(b, 1, *([1] * (h.dim() - 2))).expand(b, 1, *h.shape[2:])
 
 
 def channels_for(cfg) -> tuple[int, int]:

@@ -6,7 +6,9 @@ drawing image and labels together (``dcgan3d`` joint), two easier problems.
 
 * **Stage 1**, the label-map generator: a DCGAN generator (:class:`LabelGenerator3D`,
   nearest upsampling + convolution blocks) from noise to class probabilities (softmax),
-  judged by a DCGAN critic on one-hot label maps alone. With ``model.label_scale`` 2 it
+  judged by a DCGAN critic on one-hot label maps alone, which also sees the spread of its
+  features over groups of samples (minibatch standard deviation), so maps that are all
+  alike are told apart from real ones. With ``model.label_scale`` 2 it
   works at half the patch side, on real label maps box-averaged to that grid (partial-volume
   class fractions), and its probabilities are upsampled (trilinear) to the patch before the
   argmax: the anatomy's layout is learnt on a grid 8x smaller, the boundaries come back
@@ -42,9 +44,9 @@ from napari_medgan.tasks import FAMILIES
 TASKS = FAMILIES["twostage3d"]
 
 #: Network layout stored in checkpoints as ``model_layout``.
-LAYOUT_VERSION = 1
-LAYOUT_NOTE = "DCGAN label-map generator and critic; SPADE image generator and two-scale " \
-    "PatchGAN on label map + image"
+LAYOUT_VERSION = 2
+LAYOUT_NOTE = "DCGAN label-map generator and critic (with the minibatch standard-deviation " \
+    "feature); SPADE image generator and two-scale PatchGAN on label map + image"
 
 
 class LabelGenerator3D(Generator3D):
@@ -126,13 +128,15 @@ class TwoStageDiscriminator3D(nn.Module):
         super().__init__()
         self.labels = Discriminator3D(in_channels=int(num_classes), channels=channels,
                                       spatial_size=int(spatial_size) // int(label_scale),
-                                      spectral_norm=spectral_norm)
+                                      spectral_norm=spectral_norm, minibatch_std=True)
         self.pair = MultiScalePatchDiscriminator3D(in_channels=int(num_classes) + 1,
                                                    channels=channels,
                                                    spectral_norm=spectral_norm)
 
-    def forward(self, label_maps: torch.Tensor, pairs: torch.Tensor):
-        return self.labels(label_maps), self.pair(pairs)
+    def forward(self, label_maps: torch.Tensor, pairs: torch.Tensor, splits: int = 1):
+        """``splits``: the batch is that many equal parts (real, fake) that the label
+        critic's minibatch statistics never mix."""
+        return self.labels(label_maps, splits), self.pair(pairs)
 
 
 def stage2_crop(pairs: torch.Tensor, rng) -> torch.Tensor:
@@ -202,7 +206,7 @@ def train_step(trainer, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tenso
         labels_in = labels_in.detach().requires_grad_(True)
         pair_in = pair_in.detach().requires_grad_(True)
     with autocast(trainer.device, trainer.amp_dtype):
-        logits_labels, logits_pair = trainer.D(labels_in, pair_in)
+        logits_labels, logits_pair = trainer.D(labels_in, pair_in, 2)
     real_l, fake_l = logits_labels.float().chunk(2)
     real_p, fake_p = logits_pair.float().chunk(2)
     loss_d = discriminator_loss(cfg.loss, real_l, fake_l) + \

@@ -179,3 +179,23 @@ def test_upsampling_block_keeps_the_state_dict_keys_of_upsample_then_conv():
     old = nn.functional.conv3d(nn.functional.interpolate(x, scale_factor=2), conv.weight,
                                conv.bias, padding=1)
     torch.testing.assert_close(conv(x), old)
+
+
+def test_minibatch_std_sees_alike_samples_and_never_mixes_real_with_fake():
+    from napari_medgan.models.dcgan3d import minibatch_std
+
+    alike = torch.ones(4, 3, 2, 2, 2)  # four identical samples: no spread
+    varied = torch.randn(4, 3, 2, 2, 2)
+    feature = minibatch_std(torch.cat([alike, varied]), splits=2)
+    assert feature.shape == (8, 1, 2, 2, 2)
+    assert feature[:4].max() < 1e-3 < feature[4:].min()  # the halves are judged apart
+    # two real + two fake: groups of two inside each half; as one part, one group of four
+    pair = torch.cat([alike[:2], varied[:2]])
+    assert minibatch_std(pair, splits=2)[:2].max() < 1e-3
+    assert minibatch_std(pair, splits=1)[:2].min() > 1e-3
+    with pytest.raises(ValueError, match="splits"):
+        minibatch_std(torch.ones(3, 1, 2, 2, 2), splits=2)
+
+    d = Discriminator3D(in_channels=2, channels=4, spatial_size=16, minibatch_std=True)
+    assert d(torch.randn(4, 2, 16, 16, 16), 2).shape == (4, 1)
+    assert d.fc.in_features == (4 * 2 + 1) * 4**3
