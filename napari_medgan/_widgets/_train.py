@@ -81,6 +81,8 @@ class TrainWidget(QWidget):
         self.volume.setPlaceholderText("auto: the dataset's patch size, cubed")
         self.slab = spin(8, 4096, m.slab_size)
         self.slab.setSingleStep(8)
+        # twostage3d: stage 1's label map on a grid 1/n of the patch side
+        self.label_scale = spin(1, 2, m.label_scale)
         self.preview_every = spin(1, 10**6, t.preview_every)
         self.lr_g, self.lr_d = lr_spin(t.lr_g), lr_spin(t.lr_d)
         self.seed = spin(0, 2**31 - 1, t.seed)
@@ -99,6 +101,7 @@ class TrainWidget(QWidget):
                   self.precision: "train.precision", self.seed: "train.seed",
                   self.preview_every: "train.preview_every",
                   self.volume: "model.volume_shape", self.slab: "model.slab_size",
+                  self.label_scale: "model.label_scale",
                   self.memory_check: "train.memory_check"}
         for w, key in fields.items():
             w.setToolTip(field_help(*key.split(".")))  # the CLI's --help text, declared once
@@ -112,6 +115,7 @@ class TrainWidget(QWidget):
                         ("Loss", self.loss), ("Steps", self.steps), ("Batch size", self.batch),
                         ("Width (channels)", self.channels),
                         ("Volume (x,y,z)", self.volume), ("Slab (z voxels)", self.slab),
+                        ("Label grid (1/n)", self.label_scale),
                         ("lr G", self.lr_g),
                         ("lr D", self.lr_d), ("Device", self.device), ("", self.device_info),
                         ("Precision", self.precision), ("Memory check", self.memory_check),
@@ -155,7 +159,7 @@ class TrainWidget(QWidget):
         remember(self, "Train GAN", {  # the model before its task: it lists the tasks
             "model": self.model, "task": self.task, "loss": self.loss, "steps": self.steps,
             "batch_size": self.batch, "channels": self.channels, "volume_shape": self.volume,
-            "slab_size": self.slab, "lr_g": self.lr_g, "lr_d": self.lr_d, "device": self.device,
+            "slab_size": self.slab, "label_scale": self.label_scale, "lr_g": self.lr_g, "lr_d": self.lr_d, "device": self.device,
             "precision": self.precision, "memory_check": self.memory_check, "seed": self.seed,
             "preview_every": self.preview_every})
         follow_session(self, self._on_session_changed)
@@ -169,7 +173,8 @@ class TrainWidget(QWidget):
         run = RunConfig(model=ModelConfig(
             name=self.model.currentText(), task=self.task.currentText(),
             channels=self.channels.value(), slab_size=self.slab.value(),
-            volume_shape=(self.volume.text().strip() or None) if whole else None))
+            volume_shape=(self.volume.text().strip() or None) if whole else None,
+            label_scale=self.label_scale.value() if self.label_scale.isEnabled() else 1))
         t = run.train
         t.loss, t.steps = self.loss.currentText(), self.steps.value()
         t.batch_size = self.batch.value()
@@ -374,6 +379,7 @@ class TrainWidget(QWidget):
         whole = hasattr(get_model(self.model.currentText()), "patch_shape")
         for w in (self.volume, self.slab):
             w.setEnabled(whole)
+        self.label_scale.setEnabled(self.model.currentText() == "twostage3d")
         self.task.clear()
         self.task.addItems(MODEL_TASKS[self.model.currentText()])
         if self.session.task in MODEL_TASKS[self.model.currentText()]:

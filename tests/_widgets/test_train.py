@@ -74,6 +74,18 @@ def test_whole_volume_fields_follow_the_model(make_napari_viewer, tmp_path):
     assert widget.build_run().model.volume_shape is None
 
 
+def test_the_label_grid_is_offered_for_the_two_stage_model_only(make_napari_viewer, tmp_path):
+    widget = _open(make_napari_viewer(), "Train GAN")
+    configure_tiny(widget, tmp_path / "run", steps=2)
+    assert not widget.label_scale.isEnabled()  # dcgan3d
+    widget.model.setCurrentText("twostage3d")
+    assert widget.label_scale.isEnabled() and "stage 1" in widget.label_scale.toolTip()
+    widget.label_scale.setValue(2)
+    assert widget.build_run().model.label_scale == 2
+    widget.model.setCurrentText("dcgan3d")
+    assert widget.build_run().model.label_scale == 1  # the field is twostage3d's alone
+
+
 def test_tiny_training_runs_to_the_end(make_napari_viewer, qtbot, tmp_path):
     viewer = make_napari_viewer()
     widget = _open(viewer, "Train GAN")
