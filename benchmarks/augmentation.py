@@ -32,10 +32,14 @@ from pathlib import Path
 
 import numpy as np
 
+from napari_medgan.demo import DEMO_TEST_SEED
+
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
-REAL_SEED, TEST_SEED = 10_000, 20_000  # the GAN's demo phantoms use seeds 0, 1, ...
+# the GAN's demo phantoms use seeds 0, 1, ...; the demo's own check tests on the first
+# DEMO_TEST_PHANTOMS of these test phantoms
+REAL_SEED, TEST_SEED = 10_000, DEMO_TEST_SEED
 #: pair-making families: the demo's training settings (phantoms, batch, learning rates), with
 #: the demo's own model (twostage3d: a label-map generator, then SPADE label -> image) where
 #: None, else the model given (dcgan3d joint; hagan3d: the whole 32^3 grid, trained in
@@ -93,7 +97,7 @@ def segment_scores(train_sets: dict, test, num_classes: int, steps: int, seed: i
 def main(argv=None) -> int:
     from _hardware import describe_hardware, hardware_slug
 
-    from napari_medgan.data.phantom import fit_spacing, make_phantom_set
+    from napari_medgan.data.phantom import fit_spacing, phantom_arrays
     from napari_medgan.metrics.report import evaluate_sets, summarize_report
 
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
@@ -116,11 +120,9 @@ def main(argv=None) -> int:
           f"{hardware['torch']}; GAN budget {args.budget:g} s, segmenter {args.seg_steps} steps",
           flush=True)
     shape = (32, 32, 32)  # the demo's grid
-    real = make_phantom_set(args.n_real, shape, fit_spacing(shape), REAL_SEED + args.seed)
-    test = make_phantom_set(args.n_test, shape, fit_spacing(shape), TEST_SEED + args.seed)
-    real_img = [v.array for v, _ in real]
-    real_lab = [np.asarray(lab.array) for _, lab in real]
-    test_pairs = ([v.array for v, _ in test], [np.asarray(lab.array) for _, lab in test])
+    real_img, real_lab = phantom_arrays(args.n_real, shape, fit_spacing(shape),
+                                        REAL_SEED + args.seed)
+    test_pairs = phantom_arrays(args.n_test, shape, fit_spacing(shape), TEST_SEED + args.seed)
     num_classes = int(max(a.max() for a in real_lab)) + 1
 
     floor = summarize_report(evaluate_sets(real_img, test_pairs[0], seed=args.seed))

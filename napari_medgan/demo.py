@@ -76,15 +76,12 @@ def segmenter_check(data, images, labels, steps: int = DEMO_SEGMENTER_STEPS,
     their ratio (the augmentation benchmark's (b) / (a), at the demo's size)."""
     import numpy as np
 
-    from napari_medgan.data.phantom import make_phantom_set
+    from napari_medgan.data.phantom import phantom_arrays
     from napari_medgan.metrics.segmentation import segmenter_dice
 
     n = len(images)
-    shape = data.reference.shape
-    test = make_phantom_set(DEMO_TEST_PHANTOMS, shape, data.reference.spacing,
-                            DEMO_TEST_SEED + seed)
-    test_images = [v.array for v, _ in test]
-    test_labels = [np.asarray(lab.array) for _, lab in test]
+    test_images, test_labels = phantom_arrays(DEMO_TEST_PHANTOMS, data.reference.shape,
+                                              data.reference.spacing, DEMO_TEST_SEED + seed)
     k = int(data.num_classes)
     dice = {}
     for name, (imgs, labs) in {
@@ -93,7 +90,7 @@ def segmenter_check(data, images, labels, steps: int = DEMO_SEGMENTER_STEPS,
     }.items():
         dice[name] = float(np.mean(segmenter_dice(imgs, labs, test_images, test_labels, k,
                                                   steps=steps, seed=seed)))
-    return {"pairs": n, "test_phantoms": len(test), "segmenter_steps": int(steps),
+    return {"pairs": n, "test_phantoms": len(test_images), "segmenter_steps": int(steps),
             "dice_trained_on_real": round(dice["real"], 3),
             "dice_trained_on_synthetic": round(dice["synthetic"], 3),
             "ratio": round(dice["synthetic"] / max(dice["real"], 1e-6), 3)}

@@ -387,3 +387,11 @@ def make_phantom_set(
         raise ValueError(f"count: expected >= 1, got {count!r}")
     return [make_head_phantom(shape, spacing, seed=int(seed) + i, modality=modality)
             for i in range(int(count))]
+
+
+def phantom_arrays(count: int, shape: tuple[int, int, int] = (64, 64, 64),
+                   spacing: tuple[float, float, float] | None = None, seed: int = 0,
+                   modality: str = "mr") -> tuple[list[np.ndarray], list[np.ndarray]]:
+    """:func:`make_phantom_set` as arrays: the images, and their label maps."""
+    pairs = make_phantom_set(count, shape, spacing, seed, modality)
+    return [img.array for img, _ in pairs], [np.asarray(lab.array) for _, lab in pairs]
