@@ -2,13 +2,17 @@
 
 The reference for every claim about synthesis quality. For each conditional
 task a model is trained for a fixed wall-clock budget on one half of a real
-volume (nibabel's real T1 head, shipped with a dependency) and judged on the
-other half, against the classical method it would replace, in the same run:
+volume and judged on the other half, against the classical method it would
+replace, in the same run. The real volumes (``benchmarks/_real_volumes.py``):
+``t1``, nibabel's real T1 head (shipped with a dependency; tiny, 33 x 41 x 25
+voxels of 2 mm), and ``mni``, the MNI152 2009a template at 2 mm with a label
+map from its tissue maps (read from the nilearn wheel's data files when that
+is installed):
 
 ===================== ============================================ ==============================
 task                  held-out input                               baselines
 ===================== ============================================ ==============================
-label2image           4-class tissue map (multi-Otsu, smoothed T1) per-class mean lookup
+label2image           4-class tissue map (t1: multi-Otsu)          per-class mean lookup
 superres x2           box-averaged 4 mm voxels                     trilinear, cubic B-spline
 superres 1x1x4        8 mm slices (through-plane only)             trilinear, cubic B-spline
 denoise gaussian      + Gaussian noise, sigma 4% of robust max      Gaussian smoothing, NLM
@@ -17,11 +21,14 @@ inpaint               a box of 35% of each side blanked (3 boxes)  biharmonic (s
 translate             phantom MR -> CT (unseen phantoms)           histogram matching
 ===================== ============================================ ==============================
 
-Prints one table (task, metric, model, each baseline, margin over the best
-baseline), writes JSON to ``benchmarks/results/`` with the hardware named, and
+The model is applied as a user gets it: sliding windows averaged over the 8 flips
+of the input (``napari-medgan generate``'s default); the JSON also keeps the figures
+of a single pass (``one_pass``). Prints one table (volume, task, metric, model, each
+baseline, margin over the best baseline), writes JSON to ``benchmarks/results/`` with the hardware named, and
 exits 1 when a model loses to a baseline on any metric.
 
     .venv/bin/python benchmarks/quality.py                   # every task, 150 s each
+    .venv/bin/python benchmarks/quality.py --volumes mni --tasks label2image superres2
     .venv/bin/python benchmarks/quality.py --tasks superres2 --budget 60
     .venv/bin/python benchmarks/quality.py --volume my_t1.nii.gz --labels my_seg.nii.gz
 """
@@ -52,19 +59,6 @@ TASKS = {
 }
 NOISE_FRACTION = 0.04  # noise sigma as a fraction of the 99.5th percentile intensity
 HIGHER_IS_BETTER = {"SSIM": True, "PSNR": True, "MAE": False}
-
-
-def load_real(volume_path: str | None, labels_path: str | None):
-    import nibabel.testing
-
-    from napari_medgan.io import load_volume
-
-    path = volume_path or str(Path(nibabel.testing.data_path) / "anatomical.nii")
-    image = load_volume(path, is_label=False)
-    from napari_medgan.evaluation import tissue_labels
-
-    labels = load_volume(labels_path, is_label=True) if labels_path else tissue_labels(image)
-    return image, labels
 
 
 def train(task: str, images, labels, targets, budget: float, settings: dict, seed: int,
@@ -101,7 +95,8 @@ def train(task: str, images, labels, targets, budget: float, settings: dict, see
     return load_generator(done.checkpoint, device="cpu"), steps, time.perf_counter() - t0
 
 
-def evaluate_task(name: str, budget: float, seed: int, real, work: Path, args) -> dict:
+def evaluate_task(name: str, budget: float, seed: int, volume: str, real, work: Path,
+                  args) -> dict:
     from napari_medgan import baselines
     from napari_medgan.evaluation import compute_baselines, judge, make_case, split_halves
     from napari_medgan.training.inference import synthesize_from
@@ -112,6 +107,7 @@ def evaluate_task(name: str, budget: float, seed: int, real, work: Path, args) -
     if task == "translate":
         from napari_medgan.data.phantom import fit_spacing, make_phantom_set
 
+        volume = "phantom"
         shape = (32, 32, 32)
         mr = make_phantom_set(args.phantoms + 2, shape, fit_spacing(shape), seed, "mr")
         ct = make_phantom_set(args.phantoms + 2, shape, fit_spacing(shape), seed, "ct")
@@ -137,12 +133,17 @@ def evaluate_task(name: str, budget: float, seed: int, real, work: Path, args) -
                            noise=settings.get("noise", "gaussian"), noise_sigma=sigma, rng=rng)
                  for _ in range(count)]
     loaded, steps, seconds = train(task, images, labels, targets, budget, settings, seed,
-                                   work / name, args.patch, args.channels, preset,
+                                   work / f"{volume}-{name}", args.patch, args.channels, preset,
                                    target_preset, noise_std, (args.lr_g, args.lr_d))
     totals: dict[str, dict[str, list[float]]] = {}
-    for case in cases:
-        results = {"model": synthesize_from(loaded, case.condition, case.mask)}
+    for k, case in enumerate(cases):
+        # what a user gets (the 8-flip self-ensemble), and the single pass it averages
+        results = {"model": synthesize_from(loaded, case.condition, case.mask),
+                   "model, one pass": synthesize_from(loaded, case.condition, case.mask,
+                                                      flip_ensemble=False)}
         results.update(compute_baselines(loaded, case))
+        if args.pictures and k == 0:
+            save_picture(Path(args.pictures) / f"quality-{volume}-{name}.png", case, results)
         for method, figures in judge(case.truth, results, region=case.region).items():
             for metric, value in figures.items():
                 totals.setdefault(method, {}).setdefault(metric, []).append(value)
@@ -153,33 +154,71 @@ def evaluate_task(name: str, budget: float, seed: int, real, work: Path, args) -
         base = {b: figures[b][metric] for b in baselines.BASELINES[task]}
         sign = 1 if HIGHER_IS_BETTER[metric] else -1
         best = max(base.values(), key=lambda v: sign * v)
-        rows.append({"task": name, "metric": metric, "model": model, "baselines": base,
+        rows.append({"task": name, "volume": volume, "metric": metric, "model": model,
+                     "one_pass": figures["model, one pass"][metric], "baselines": base,
                      "margin": sign * (model - best), "wins": sign * (model - best) > 0})
-    return {"task": name, "model_task": task, "steps": steps, "train_seconds": round(seconds, 1),
-            "cases": len(cases), "figures": figures, "rows": rows}
+    return {"task": name, "volume": volume, "model_task": task, "steps": steps,
+            "train_seconds": round(seconds, 1), "cases": len(cases), "figures": figures,
+            "rows": rows}
+
+
+def save_picture(path: Path, case, results: dict) -> None:
+    """The middle axial (array axis 0) slice of the truth, the input and every result,
+    one grey window (the truth's 0.5-99.5th percentiles), side by side."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    truth = np.asarray(case.truth.array, np.float32)
+    z = truth.shape[0] // 2
+    lo, hi = np.percentile(truth, [0.5, 99.5])
+    cond = np.asarray(case.condition.array, np.float32)
+    zc = min(cond.shape[0] - 1, z * cond.shape[0] // truth.shape[0])
+    panels = [("input", cond[zc], None), ("truth", truth[z], (lo, hi))]
+    panels += [(name, np.asarray(v.array, np.float32)[z], (lo, hi))
+               for name, v in results.items() if name != "model, one pass"]
+    fig, axes = plt.subplots(1, len(panels), figsize=(2.4 * len(panels), 2.8))
+    for ax, (title, img, window) in zip(axes, panels):
+        vmin, vmax = window if window else (img.min(), img.max())
+        ax.imshow(img, cmap="gray", vmin=vmin, vmax=vmax, origin="lower",
+                  interpolation="nearest")
+        ax.set_title(title, fontsize=8)
+        ax.axis("off")
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
 
 
 def print_table(records: list[dict]) -> None:
-    print(f"\n{'task':<17} {'metric':<6} {'model':>9}  {'baselines':<44} {'margin':>8}")
+    print(f"\n{'volume':<6} {'task':<17} {'metric':<6} {'model':>9}  {'baselines':<44} "
+          f"{'margin':>8}")
     for rec in records:
         for row in rec["rows"]:
             base = ", ".join(f"{k} {v:.4g}" for k, v in row["baselines"].items())
             flag = "" if row["wins"] else "  LOSES"
-            print(f"{row['task']:<17} {row['metric']:<6} {row['model']:>9.4g}  {base:<44} "
-                  f"{row['margin']:>+8.4g}{flag}")
-        print(f"{'':<17} ({rec['steps']} steps in {rec['train_seconds']} s)")
+            print(f"{row['volume']:<6} {row['task']:<17} {row['metric']:<6} {row['model']:>9.4g}"
+                  f"  {base:<44} {row['margin']:>+8.4g}{flag}")
+        print(f"{'':<24} ({rec['steps']} steps in {rec['train_seconds']} s)")
 
 
 def main(argv=None) -> int:
+    from _real_volumes import VOLUMES, load_real, nilearn_data_dir
+
     from napari_medgan.config import TrainConfig
 
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--tasks", nargs="+", default=list(TASKS), choices=list(TASKS))
+    p.add_argument("--volumes", nargs="+", choices=VOLUMES,
+                   help="real volumes to train and judge on (default: t1, and mni when "
+                        "nilearn's data files are installed); translate runs once, on phantoms")
     p.add_argument("--budget", type=float, default=150.0, help="training seconds per task")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--volume", help="a real volume (default: nibabel's anatomical.nii T1)")
+    p.add_argument("--volume", help="your own volume instead of the t1 (nibabel's "
+                                     "anatomical.nii)")
     p.add_argument("--labels", help="its label map (default: 4-class multi-Otsu)")
-    p.add_argument("--preset", default="mr", help="intensity preset of --volume")
+    p.add_argument("--preset", default="mr", help="intensity preset of the real volumes")
     p.add_argument("--patch", type=int, default=16)
     p.add_argument("--channels", type=int, default=32)
     p.add_argument("--lr-g", type=float, default=TrainConfig.lr_g,
@@ -187,8 +226,11 @@ def main(argv=None) -> int:
     p.add_argument("--lr-d", type=float, default=TrainConfig.lr_d,
                    help="discriminator learning rate (default: the config's)")
     p.add_argument("--phantoms", type=int, default=8, help="training phantoms (translate)")
+    p.add_argument("--pictures", help="folder for one PNG per task: middle slice of the "
+                                      "input, truth, model and baselines")
     p.add_argument("--out", help="JSON path (default benchmarks/results/quality-...json)")
     args = p.parse_args(argv)
+    volumes = args.volumes or ["t1"] + (["mni"] if nilearn_data_dir() else [])
 
     import torch
 
@@ -199,24 +241,32 @@ def main(argv=None) -> int:
     print(f"# {hardware['cpu_model']} ({hardware['cpu_cores_usable']} cores), torch "
           f"{hardware['torch']}, load {hardware.get('loadavg_1m')}; budget {args.budget:g} s "
           "per task", flush=True)
-    real = load_real(args.volume, args.labels)
-    print(f"# real volume: {real[0].describe()}", flush=True)
-    records = []
+    if "mni" not in volumes and not args.volumes:
+        print("# mni: not installed, skipped (`.venv/bin/pip install --no-deps nilearn` adds "
+              "the MNI152 template)", flush=True)
+    records, described = [], {}
     with tempfile.TemporaryDirectory(prefix="medgan-quality-") as work:
-        for name in args.tasks:
-            rec = evaluate_task(name, args.budget, args.seed, real, Path(work), args)
-            records.append(rec)
-            print_table([rec])
+        for i, volume in enumerate(volumes):
+            real = load_real(volume, args.volume, args.labels)
+            described[volume] = real[0].describe()
+            print(f"# {volume}: {described[volume]}", flush=True)
+            for name in args.tasks:
+                if TASKS[name][0] == "translate" and i > 0:
+                    continue  # phantom MR -> CT: the same for every real volume
+                rec = evaluate_task(name, args.budget, args.seed, volume, real, Path(work), args)
+                records.append(rec)
+                print_table([rec])
     print_table(records)
     out = Path(args.out) if args.out else (
         HERE / "results"
         / f"quality-{hardware_slug(hardware, 'cpu')}-{time.strftime('%Y%m%d')}.json")
     out.parent.mkdir(parents=True, exist_ok=True)
-    losers = [f"{r['task']} {r['metric']}" for rec in records for r in rec["rows"] if not r["wins"]]
+    losers = [f"{r['volume']} {r['task']} {r['metric']}"
+              for rec in records for r in rec["rows"] if not r["wins"]]
     out.write_text(json.dumps({
         "benchmark": "quality", "hardware": hardware,
         "settings": {k: v for k, v in vars(args).items() if k != "out"},
-        "volume": real[0].describe(), "noise_fraction": NOISE_FRACTION,
+        "volumes": described, "noise_fraction": NOISE_FRACTION,
         "results": records, "all_win": not losers}, indent=2, default=str))
     print(f"\nwrote {out}")
     if losers:

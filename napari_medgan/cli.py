@@ -64,6 +64,8 @@ def build_parser() -> argparse.ArgumentParser:
     gen.add_argument("--condition", type=Path, help=SAMPLING_HELP["condition"])
     gen.add_argument("--mask", type=Path, help=SAMPLING_HELP["mask"])
     gen.add_argument("--reference", type=Path, help=SAMPLING_HELP["reference"])
+    gen.add_argument("--no-flip-ensemble", dest="flip_ensemble", action="store_false",
+                     help="one pass instead of 8; the default: " + SAMPLING_HELP["flip_ensemble"])
     gen.add_argument("--device", default="auto", help="auto | cpu | cuda | mps")
 
     e = sub.add_parser("evaluate", help="quality, diversity and memorization figures")
@@ -195,7 +197,8 @@ def cmd_generate(args: argparse.Namespace) -> int:
         cond = load_volume(args.condition, is_label=is_label)
         mask = load_volume(args.mask, is_label=True) if args.mask else None
         with bar:
-            result = synthesize_from(loaded, cond, mask=mask, progress=progress)
+            result = synthesize_from(loaded, cond, mask=mask, progress=progress,
+                                     flip_ensemble=args.flip_ensemble)
         if loaded.model.task == "superres":
             print("superres: voxel size {} -> {} mm (x, y, z)".format(
                 "x".join(f"{s:g}" for s in cond.spacing),

@@ -467,6 +467,8 @@ SAMPLING_HELP = {
                  "(translate, denoise, superres, inpaint)",
     "mask": "inpainting mask: non-zero voxels are filled in",
     "reference": "real volume whose spacing, direction and centre the samples take",
+    "flip_ensemble": "conditional models: average the results for the 8 flips of the input "
+                     "(self-ensemble: closer to the truth, 8x the time)",
 }
 
 

@@ -56,6 +56,21 @@ def test_conditional_generate_runs_on_a_whole_volume(tmp_path):
     np.testing.assert_allclose(result.spacing, labels.spacing, atol=1e-4)
     np.testing.assert_allclose(result.origin, labels.origin, atol=1e-4)
 
+    # the default averages the 8 flips of the input; --no-flip-ensemble is one pass
+    from napari_medgan.training.inference import load_generator, synthesize_from
+
+    loaded = load_generator(run, device="cpu")
+    one, eight = (synthesize_from(loaded, load_volume(cond, is_label=True),
+                                  flip_ensemble=f).array for f in (False, True))
+    tol = 1e-6 * float(np.abs(eight).max())
+    assert np.abs(one - eight).max() > 10 * tol  # the two differ for this model
+    for flags, expected in (([], eight), (["--no-flip-ensemble"], one)):
+        out = tmp_path / f"gen{len(flags)}"
+        assert main(["generate", str(run), "--condition", str(cond), "--out", str(out),
+                     *flags]) == 0
+        np.testing.assert_allclose(load_volume(next(out.glob("*.nii.gz"))).array, expected,
+                                   rtol=0, atol=tol)
+
 
 @pytest.mark.parametrize(
     "argv, expected",

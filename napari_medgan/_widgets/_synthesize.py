@@ -89,8 +89,10 @@ class SynthesizeWidget(QWidget):
         self.show_baseline = QCheckBox("Show classical baseline")
         self.show_baseline.setChecked(True)
         self.show_baseline.setToolTip(BASELINE_TIP)
-        for w, key in ((self.count, "n"), (self.seed, "seed"), (self.condition, "condition"),
-                       (self.mask, "mask")):
+        self.flip_ensemble = QCheckBox("Average over the 8 flips")
+        self.flip_ensemble.setChecked(True)
+        for w, key in ((self.flip_ensemble, "flip_ensemble"), (self.count, "n"),
+                       (self.seed, "seed"), (self.condition, "condition"), (self.mask, "mask")):
             w.setToolTip(SAMPLING_HELP[key])  # napari-medgan generate's --help, declared once
         self.reference.setToolTip(f"{SAMPLING_HELP['reference']}; also what Side by side and "
                                   "the PSNR / SSIM / MAE table compare against")
@@ -98,7 +100,8 @@ class SynthesizeWidget(QWidget):
         for label, w in (("Model", self.checkpoint), ("", self.model_info),
                          ("Samples", self.count), ("Seed", self.seed),
                          ("Real reference", self.reference), ("Condition", self.condition),
-                         ("Inpaint mask", self.mask), ("", self.show_baseline)):
+                         ("Inpaint mask", self.mask), ("", self.flip_ensemble),
+                         ("", self.show_baseline)):
             form.addRow(label, w)
         self.synth_btn, self.side_btn = QPushButton("Synthesize"), QPushButton("Side by side")
         self.save_btn = QPushButton("Save selected as NIfTI")
@@ -131,7 +134,8 @@ class SynthesizeWidget(QWidget):
         layout.addStretch(1)
         self.reference.currentIndexChanged.connect(self._update_buttons)
         remember(self, "Synthesize & Compare", {"samples": self.count, "seed": self.seed,
-                                                "show_baseline": self.show_baseline})
+                                                "show_baseline": self.show_baseline,
+                                                "flip_ensemble": self.flip_ensemble})
         self.reset_choices()
         follow_session(self, self._on_session_changed)
         self._on_session_changed("run")
@@ -181,6 +185,7 @@ class SynthesizeWidget(QWidget):
         self.model_info.setText(f"{m.name}/{m.task}, step {loaded.step}, patch {m.patch_size}^3")
         for w, used in ((self.count, not m.conditional), (self.seed, not m.conditional),
                         (self.condition, m.conditional), (self.mask, TASKS[m.task].needs_mask),
+                        (self.flip_ensemble, m.conditional),
                         (self.show_baseline, m.conditional)):
             w.setVisible(used)  # only the inputs this model takes
             if (label := self.form.labelForField(w)) is not None:  # none for a "" label
@@ -208,7 +213,8 @@ class SynthesizeWidget(QWidget):
         self.status.setText("synthesizing...")
         worker = run_in_thread(
             _synthesize, path, cached, self.count.value(), self.seed.value(), ref, cond, mask,
-            self.show_baseline.isChecked(), returned=self._on_synthesized,
+            self.show_baseline.isChecked(), self.flip_ensemble.isChecked(),
+            returned=self._on_synthesized,
             errored=lambda exc: self.status.setText(report_error("Synthesize", exc)),
             finished=lambda: self.synth_btn.setEnabled(True), progress="Synthesizing")
         self.progress_bar = worker.pbar  # the activity dock's bar (not the worker: it holds
@@ -378,9 +384,10 @@ class Synthesis:
 
 
 def _synthesize(path, loaded, n, seed, reference, condition, mask, with_baselines=False,
-                progress=None):
-    """Worker: sample (or run the conditional model and, with ``with_baselines``, its
-    classical baselines), then score every image result against the real reference with
+                flip_ensemble=True, progress=None):
+    """Worker: sample (or run the conditional model, averaged over the 8 flips of its input
+    with ``flip_ensemble``, and, with ``with_baselines``, its classical baselines), then
+    score every image result against the real reference with
     :func:`napari_medgan.evaluation.judge`."""
     import numpy as np
 
@@ -395,7 +402,8 @@ def _synthesize(path, loaded, n, seed, reference, condition, mask, with_baseline
     if loaded.model.conditional:
         if condition is None:
             raise ValueError(f"{loaded.model.task}: choose a condition layer")
-        result.volumes = [synthesize_from(loaded, condition, mask, progress=progress)]
+        result.volumes = [synthesize_from(loaded, condition, mask, progress=progress,
+                                          flip_ensemble=flip_ensemble)]
         if with_baselines:
             from napari_medgan.evaluation import compute_baselines
 

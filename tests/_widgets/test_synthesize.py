@@ -305,3 +305,24 @@ def test_result_on_another_grid_reads_na_with_the_reason(make_napari_viewer, qtb
     status = widget.status.text()
     assert "n/a for 3 result(s)" in status and "does not match" in status and "\n" not in status
     assert not error_messages(notifications)
+
+
+def test_flip_ensemble_box_chooses_one_pass_or_the_average_of_eight(make_napari_viewer, qtbot,
+                                                                    superres_model):
+    from napari_medgan._widgets._common import layer_to_volume
+    from napari_medgan.training.inference import synthesize_from
+
+    viewer, widget = _superres_viewer(make_napari_viewer, superres_model)
+    assert not widget.flip_ensemble.isHidden() and widget.flip_ensemble.isChecked()
+    assert "8 flips" in widget.flip_ensemble.toolTip()
+    cond = layer_to_volume(viewer.layers["head LR"])
+    for checked in (True, False):
+        widget.flip_ensemble.setChecked(checked)
+        widget.show_baseline.setChecked(False)
+        _synthesize(qtbot, widget)
+        expected = synthesize_from(superres_model[1], cond, flip_ensemble=checked)
+        np.testing.assert_allclose(viewer.layers[widget.synthetic[0]].data, expected.array,
+                                   atol=1e-7, rtol=0)
+    one, eight = (synthesize_from(superres_model[1], cond, flip_ensemble=f).array
+                  for f in (False, True))
+    assert np.abs(one - eight).max() > 1e-5  # the settings differ, far beyond the tolerance
