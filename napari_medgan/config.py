@@ -159,9 +159,10 @@ class DataConfig(_Checked):
     of paired target volumes (translate). ``flip``: conditional tasks flip each
     training pair along every axis with probability 1/2; superres, denoise and
     inpaint also permute the axes that share a voxel spacing.
-    ``val_fraction``: conditional tasks hold out this fraction of a volume's
-    longest axis (a slab at its end; up to four volumes) from training and keep
-    the generator that does best there (see ``train.val_every``); 0 = off.
+    ``val_fraction``: conditional tasks hold out a slab of this fraction of an
+    axis (the end of the longest axis, or the face with the most tissue when
+    that end is mostly air; up to four volumes) from training and keep the
+    generator that does best there (see ``train.val_every``); 0 = off.
     """
 
     source: str = opt("phantom", "'phantom', a folder of volumes, or a volume file", flag="data")
@@ -175,8 +176,10 @@ class DataConfig(_Checked):
     phantom_modality: str = opt("mr", 'phantom contrast: mr | ct')
     foreground_fraction: float = 0.8
     flip: bool = True
-    val_fraction: float = opt(0.15, "conditional tasks: fraction of each volume's longest "
-                              "axis held out to keep the best generator (0 = off)")
+    val_fraction: float = opt(0.15, "conditional tasks: fraction of an axis held out as a "
+                              "slab (the end of the longest axis, or the face with the most "
+                              "tissue when that end is mostly air) to keep the best "
+                              "generator (0 = off)")
 
     def __post_init__(self) -> None:
         self._coerce("data")

@@ -347,6 +347,28 @@ def test_hold_out_takes_a_slab_off_the_longest_axis_with_context():
     assert hold_out(small, None, None, 0.15, 16, model) == [] and small[0].shape[2] == 18
 
 
+def test_hold_out_avoids_a_slab_of_air_and_takes_the_face_with_the_most_tissue():
+    from napari_medgan.data.datasets import hold_out, slab_face
+
+    # a head in a wide field of view: the longest axis (x) ends in air on both sides; the
+    # tissue reaches the y = 0 face (a half-volume cut through the head does that)
+    image = np.zeros((30, 32, 60), np.float32)
+    image[4:26, :20, 15:45] = np.random.default_rng(0).uniform(1, 2, size=(22, 20, 30))
+    labels = (image > 0).astype(np.uint8)
+    assert slab_face(image, labels, 0.15, 16) == (1, False, 5)
+    model = ModelConfig(name="pix2pix3d", task="label2image", patch_size=16)
+    images, label_list = [image.copy()], [labels.copy()]
+    (win,) = hold_out(images, label_list, None, 0.15, 16, model)
+    assert win["axis"] == 1 and not win["at_end"]
+    np.testing.assert_array_equal(images[0], image[:, 5:])  # the slab left training
+    np.testing.assert_array_equal(label_list[0], labels[:, 5:])
+    np.testing.assert_array_equal(win["image"], image[:, :13])  # 5 scored + 8 context after
+    assert win["scored"][:, :5].all() and not win["scored"][:, 5:].any()
+    assert labels[:, :5][win["scored"][:, :5]].mean() > 0.2  # tissue to score, not air
+    # where the end of the longest axis has tissue, it stays the slab (as before)
+    assert slab_face(np.ones_like(image), None, 0.15, 16) == (2, True, 9)
+
+
 def test_hold_out_keeps_whole_thick_voxels_for_superres():
     from napari_medgan.data.datasets import hold_out
 
