@@ -29,7 +29,7 @@ def main() -> None:
     args = parser.parse_args()
 
     import napari
-    from quality import load_real
+    from _real_volumes import load_t1
     from screenshots import open_widget, save, wait_for
 
     from napari_medgan._widgets._common import add_volume_layer
@@ -38,7 +38,7 @@ def main() -> None:
     from napari_medgan.evaluation import split_halves
     from napari_medgan.training.trainer import Trainer
 
-    image, _ = load_real(None, None)
+    image, _ = load_t1()
     train, test = split_halves(image)
     test = crop_to_multiple(test, (2, 2, 2))  # the grid the x2 result lands on
     run_dir = tempfile.mkdtemp(prefix="medgan-sr-shot-")
