@@ -163,28 +163,35 @@ def evaluate_task(name: str, budget: float, seed: int, volume: str, real, work: 
 
 
 def save_picture(path: Path, case, results: dict) -> None:
-    """The middle axial (array axis 0) slice of the truth, the input and every result,
-    one grey window (the truth's 0.5-99.5th percentiles), side by side."""
+    """The middle axial (array axis 0) and coronal (axis 1) slices of the input, the truth
+    and every result in one grey window (the truth's 0.5-99.5th percentiles; a label-map
+    input in its own range), the input drawn over the truth's extent, so thick voxels show
+    as thick."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     truth = np.asarray(case.truth.array, np.float32)
-    z = truth.shape[0] // 2
-    lo, hi = np.percentile(truth, [0.5, 99.5])
     cond = np.asarray(case.condition.array, np.float32)
-    zc = min(cond.shape[0] - 1, z * cond.shape[0] // truth.shape[0])
-    panels = [("input", cond[zc], None), ("truth", truth[z], (lo, hi))]
-    panels += [(name, np.asarray(v.array, np.float32)[z], (lo, hi))
-               for name, v in results.items() if name != "model, one pass"]
-    fig, axes = plt.subplots(1, len(panels), figsize=(2.4 * len(panels), 2.8))
-    for ax, (title, img, window) in zip(axes, panels):
-        vmin, vmax = window if window else (img.min(), img.max())
-        ax.imshow(img, cmap="gray", vmin=vmin, vmax=vmax, origin="lower",
-                  interpolation="nearest")
-        ax.set_title(title, fontsize=8)
-        ax.axis("off")
+    lo, hi = np.percentile(truth, [0.5, 99.5])
+    labels_in = case.task == "label2image"  # a label map: its own range; images: the truth's
+    volumes = [("input", cond, None if labels_in else (lo, hi)), ("truth", truth, (lo, hi))]
+    volumes += [(name, np.asarray(v.array, np.float32), (lo, hi))
+                for name, v in results.items() if name != "model, one pass"]
+    fig, axes = plt.subplots(2, len(volumes), figsize=(2.4 * len(volumes), 4.6), squeeze=False)
+    for row, axis in enumerate((0, 1)):
+        rest = [a for a in range(3) if a != axis]  # the slice's (rows, columns) axes
+        extent = (0, truth.shape[rest[1]], 0, truth.shape[rest[0]])
+        for ax, (title, arr, window) in zip(axes[row], volumes):
+            index = min(arr.shape[axis] - 1, truth.shape[axis] // 2 * arr.shape[axis]
+                        // truth.shape[axis])
+            img = np.take(arr, index, axis=axis)
+            vmin, vmax = window if window else (img.min(), img.max())
+            ax.imshow(img, cmap="gray", vmin=vmin, vmax=vmax, origin="lower",
+                      interpolation="nearest", extent=extent)
+            ax.set_title(f"{title} ({'axial' if axis == 0 else 'coronal'})", fontsize=8)
+            ax.axis("off")
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=110)
@@ -226,8 +233,8 @@ def main(argv=None) -> int:
     p.add_argument("--lr-d", type=float, default=TrainConfig.lr_d,
                    help="discriminator learning rate (default: the config's)")
     p.add_argument("--phantoms", type=int, default=8, help="training phantoms (translate)")
-    p.add_argument("--pictures", help="folder for one PNG per task: middle slice of the "
-                                      "input, truth, model and baselines")
+    p.add_argument("--pictures", help="folder for one PNG per task: middle axial and coronal "
+                                      "slices of the input, truth, model and baselines")
     p.add_argument("--out", help="JSON path (default benchmarks/results/quality-...json)")
     args = p.parse_args(argv)
     volumes = args.volumes or ["t1"] + (["mni"] if nilearn_data_dir() else [])
