@@ -41,7 +41,8 @@ def run(args: argparse.Namespace, progress: Progress) -> list[Path]:
     image = read_volume(args.inputVolume, False, progress, 0.15)
     mask = read_volume(args.maskLabels, True, progress, 0.2) if task.needs_mask else None
     progress.stage(f"{task.name}: {task.summary}", 0.3)
-    result = synthesize_from(loaded, image, mask=mask, overlap=args.overlap)
+    result = synthesize_from(loaded, image, mask=mask, overlap=args.overlap,
+                             flip_ensemble=not args.onePass)
     if tuple(result.spacing) != tuple(image.spacing):
         print("voxel size {} -> {} mm (x, y, z)".format(
             "x".join(f"{s:g}" for s in image.spacing),

@@ -27,7 +27,8 @@ def run(args: argparse.Namespace, progress: Progress) -> list[Path]:
     loaded = load_model(args, progress, conditions=("labels",))
     labels = read_volume(args.inputLabels, True, progress, 0.2)
     progress.stage("synthesizing the image over the label map", 0.3)
-    result = synthesize_from(loaded, labels, overlap=args.overlap)
+    result = synthesize_from(loaded, labels, overlap=args.overlap,
+                             flip_ensemble=not args.onePass)
     progress.stage("writing the result", 0.9)
     return [write_volume(result, args.outputVolume)]
 

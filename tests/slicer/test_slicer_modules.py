@@ -183,3 +183,23 @@ def test_launcher_error_reaches_slicer_as_one_line(module_folder, slicer_inputs,
                           capture_output=True, text=True, timeout=120)
     assert proc.returncode == 2
     assert proc.stderr.count("\n") == 1 and "no-model" in proc.stderr
+
+
+def test_one_pass_flag_skips_the_flip_average(trained_model, slicer_inputs, tmp_path, capsys):
+    """The default averages the 8 flips of the input, as napari-medgan generate does;
+    ``--onePass`` runs the model once; each is exactly what ``synthesize_from`` gives."""
+    from napari_medgan.training.inference import load_generator, synthesize_from
+
+    model = trained_model("label2image")
+    labels = load_volume(slicer_inputs["labels"], is_label=True)
+    loaded = load_generator(model, device="cpu")
+    one, eight = (synthesize_from(loaded, labels, flip_ensemble=f).array for f in (False, True))
+    tol = 1e-6 * float(np.abs(eight).max())
+    assert np.abs(one - eight).max() > 10 * tol
+    for flags, expected in (([], eight), (["--onePass"], one)):
+        out = tmp_path / f"out{len(flags)}.nrrd"
+        code, _, err = _run(MODULES["label2image"], ["--modelDirectory", model, *flags,
+                                                     "--device", "cpu", slicer_inputs["labels"],
+                                                     out], capsys)
+        assert code == 0, err
+        np.testing.assert_allclose(load_volume(out).array, expected, rtol=0, atol=tol)
