@@ -52,6 +52,7 @@ def load_mni(resolution: int = 2):
     """The MNI152 2009a template at ``resolution`` mm and its 4-class tissue label map (see
     the module docstring). Raises FileNotFoundError naming the install command when nilearn's
     data files are not there."""
+    from napari_medgan.data.datasets import foreground
     from napari_medgan.data.superres import downsample_volume
     from napari_medgan.io import load_volume
 
@@ -66,7 +67,7 @@ def load_mni(resolution: int = 2):
     image = t1.with_array(np.asarray(t1.array, np.float32), source="mni152_2009a")
     gm_p, wm_p = (np.asarray(v.array, np.float32) / 255.0 for v in (gm, wm))
     labels = np.zeros(image.shape, np.uint8)
-    labels[image.array > 0.1 * np.percentile(image.array, 99)] = 1
+    labels[foreground(image.array)] = 1  # the head: what the trainer counts as tissue
     labels[(gm_p >= 0.5) & (gm_p >= wm_p)] = 2
     labels[(wm_p >= 0.5) & (wm_p > gm_p)] = 3
     return image, image.with_array(labels, is_label=True, source="mni152_2009a_tissue")

@@ -24,8 +24,8 @@ translate             phantom MR -> CT (unseen phantoms)           histogram mat
 The model is applied as a user gets it: sliding windows averaged over the 8 flips
 of the input (``napari-medgan generate``'s default); the JSON also keeps the figures
 of a single pass (``one_pass``). Prints one table (volume, task, metric, model, each
-baseline, margin over the best baseline), writes JSON to ``benchmarks/results/`` with the hardware named, and
-exits 1 when a model loses to a baseline on any metric.
+baseline, margin over the best baseline), writes JSON to ``benchmarks/results/`` with
+the hardware named, and exits 1 when a model loses to a baseline on any metric.
 
     .venv/bin/python benchmarks/quality.py                   # every task, 150 s each
     .venv/bin/python benchmarks/quality.py --volumes mni --tasks label2image superres2
@@ -59,6 +59,7 @@ TASKS = {
 }
 NOISE_FRACTION = 0.04  # noise sigma as a fraction of the 99.5th percentile intensity
 HIGHER_IS_BETTER = {"SSIM": True, "PSNR": True, "MAE": False}
+ONE_PASS = "model, one pass"  # the model without the 8-flip average (JSON only)
 
 
 def train(task: str, images, labels, targets, budget: float, settings: dict, seed: int,
@@ -139,7 +140,7 @@ def evaluate_task(name: str, budget: float, seed: int, volume: str, real, work: 
     for k, case in enumerate(cases):
         # what a user gets (the 8-flip self-ensemble), and the single pass it averages
         results = {"model": synthesize_from(loaded, case.condition, case.mask),
-                   "model, one pass": synthesize_from(loaded, case.condition, case.mask,
+                   ONE_PASS: synthesize_from(loaded, case.condition, case.mask,
                                                       flip_ensemble=False)}
         results.update(compute_baselines(loaded, case))
         if args.pictures and k == 0:
@@ -155,7 +156,7 @@ def evaluate_task(name: str, budget: float, seed: int, volume: str, real, work: 
         sign = 1 if HIGHER_IS_BETTER[metric] else -1
         best = max(base.values(), key=lambda v: sign * v)
         rows.append({"task": name, "volume": volume, "metric": metric, "model": model,
-                     "one_pass": figures["model, one pass"][metric], "baselines": base,
+                     "one_pass": figures[ONE_PASS][metric], "baselines": base,
                      "margin": sign * (model - best), "wins": sign * (model - best) > 0})
     return {"task": name, "volume": volume, "model_task": task, "steps": steps,
             "train_seconds": round(seconds, 1), "cases": len(cases), "figures": figures,
@@ -178,7 +179,7 @@ def save_picture(path: Path, case, results: dict) -> None:
     labels_in = case.task == "label2image"  # a label map: its own range; images: the truth's
     volumes = [("input", cond, None if labels_in else (lo, hi)), ("truth", truth, (lo, hi))]
     volumes += [(name, np.asarray(v.array, np.float32), (lo, hi))
-                for name, v in results.items() if name != "model, one pass"]
+                for name, v in results.items() if name != ONE_PASS]
     fig, axes = plt.subplots(2, len(volumes), figsize=(2.4 * len(volumes), 4.6), squeeze=False)
     for row, axis in enumerate((0, 1)):
         rest = [a for a in range(3) if a != axis]  # the slice's (rows, columns) axes

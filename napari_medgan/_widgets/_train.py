@@ -159,7 +159,8 @@ class TrainWidget(QWidget):
         remember(self, "Train GAN", {  # the model before its task: it lists the tasks
             "model": self.model, "task": self.task, "loss": self.loss, "steps": self.steps,
             "batch_size": self.batch, "channels": self.channels, "volume_shape": self.volume,
-            "slab_size": self.slab, "label_scale": self.label_scale, "lr_g": self.lr_g, "lr_d": self.lr_d, "device": self.device,
+            "slab_size": self.slab, "label_scale": self.label_scale, "lr_g": self.lr_g,
+            "lr_d": self.lr_d, "device": self.device,
             "precision": self.precision, "memory_check": self.memory_check, "seed": self.seed,
             "preview_every": self.preview_every})
         follow_session(self, self._on_session_changed)

@@ -661,8 +661,8 @@ def slab_face(image: np.ndarray, labels: np.ndarray | None, fraction: float, pat
     if not faces:
         return None
     best = max(faces, key=lambda face: face[0])
-    default = faces[0] if faces[0][1] == longest and faces[0][2] else None
-    chosen = default if default and default[0] >= 0.5 * best[0] else best
+    end = faces[0]  # the end of the longest axis, when it leaves a patch (listed first)
+    chosen = end if end[1] == longest and end[0] >= 0.5 * best[0] else best
     return chosen[1:]
 
 
