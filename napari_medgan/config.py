@@ -163,6 +163,8 @@ class DataConfig(_Checked):
     axis (the end of the longest axis, or the face with the most tissue when
     that end is mostly air; up to four volumes) from training and keep the
     generator that does best there (see ``train.val_every``); 0 = off.
+    ``foreground_fraction``: share of training crops centred on a tissue voxel,
+    the rest uniform over the volume; None takes :meth:`crop_fraction`.
     """
 
     source: str = opt("phantom", "'phantom', a folder of volumes, or a volume file", flag="data")
@@ -174,7 +176,7 @@ class DataConfig(_Checked):
     phantom_count: int = opt(24, 'number of phantom volumes')
     phantom_size: int = opt(48, 'phantom grid edge in voxels')
     phantom_modality: str = opt("mr", 'phantom contrast: mr | ct')
-    foreground_fraction: float = 0.8
+    foreground_fraction: float | None = None
     flip: bool = True
     val_fraction: float = opt(0.15, "conditional tasks: fraction of an axis held out as a "
                               "slab (the end of the longest axis, or the face with the most "
@@ -199,11 +201,20 @@ class DataConfig(_Checked):
                "from 16 to 256")
         _check(self.phantom_modality in ("mr", "ct"), "data.phantom_modality",
                self.phantom_modality, "'mr' or 'ct'")
-        _check(0.0 <= float(self.foreground_fraction) <= 1.0, "data.foreground_fraction",
-               self.foreground_fraction, "a number in [0, 1]")
+        _check(self.foreground_fraction is None or 0.0 <= float(self.foreground_fraction) <= 1.0,
+               "data.foreground_fraction", self.foreground_fraction,
+               "a number in [0, 1], or null (0.8; 0 for denoise)")
         _check(0.0 <= float(self.val_fraction) <= 0.5, "data.val_fraction", self.val_fraction,
                "a number in [0, 0.5] (0 = no validation)")
         self._ready()
+
+    def crop_fraction(self, task: str) -> float:
+        """``foreground_fraction``, or by default 0.8 (nnU-Net's oversampling of tissue),
+        and 0 for tasks whose degradation is in every voxel (denoise: a denoiser trained on
+        tissue crops leaves the air noisy)."""
+        if self.foreground_fraction is not None:
+            return float(self.foreground_fraction)
+        return 0.0 if TASKS[task].uniform_crops else 0.8
 
 
 @dataclass

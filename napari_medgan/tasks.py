@@ -55,6 +55,10 @@ class Task:
         (``export-dataset``): the labels are drawn, or are the condition.
     summary : str
         One line for help texts and tooltips.
+    uniform_crops : bool
+        Training crops are drawn uniformly over the volume by default instead of
+        centred on tissue (``data.foreground_fraction``): the degradation is in every
+        voxel, air included (noise), and the air must be learned as well as the tissue.
     """
 
     name: str
@@ -65,6 +69,7 @@ class Task:
     restores: bool
     pairs: bool
     summary: str
+    uniform_crops: bool = False
 
     @property
     def conditional(self) -> bool:
@@ -89,7 +94,8 @@ TASKS: dict[str, Task] = {t.name: t for t in (
     Task("joint", "", True, False, True, False, True, "noise -> image + label map pair"),
     Task("label2image", "labels", True, False, False, False, True, "label map -> image"),
     Task("translate", "image", False, True, False, False, False, "modality A -> modality B"),
-    Task("denoise", "image", False, False, False, True, False, "noisy image -> clean image"),
+    Task("denoise", "image", False, False, False, True, False, "noisy image -> clean image",
+         uniform_crops=True),
     Task("superres", "image", False, False, False, True, False, "thick voxels -> thin voxels"),
     Task("inpaint", "image+mask", False, False, False, True, False,
          "image with a masked region -> the region filled"),

@@ -353,7 +353,9 @@ class TrainingData:
 
         Each sample picks a volume uniformly, then a crop whose centre is a
         foreground voxel with probability ``foreground_fraction`` (labels > 0,
-        else intensity above 10% of the robust range), else a uniform crop.
+        else intensity above 10% of the robust range), else a uniform crop
+        (``data.foreground_fraction``, by default 0.8, and 0 for denoising, whose
+        noise is in the air as much as in the tissue).
         Conditional tasks with ``flip`` on also flip each pair along every axis
         with probability 1/2 (image, labels and targets alike, before the
         degradation); restoration tasks also permute the axes that share a voxel
@@ -611,7 +613,7 @@ def build_training_data(run: Any, images: list[Volume] | None = None,
         validation = hold_out(norm_images, label_arrays, norm_targets, float(data.val_fraction),
                               p, model)
     training = TrainingData(task, model, norm_images, label_arrays, norm_targets, normalizer,
-                            target_normalizer, reference, num_classes, data.foreground_fraction,
+                            target_normalizer, reference, num_classes, data.crop_fraction(task),
                             [v.source or f"volume_{i}" for i, v in enumerate(images)], data.flip,
                             validation)
     # names and colours of the label values (a Slicer .seg.nrrd, napari layer features): they

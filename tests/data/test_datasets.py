@@ -176,6 +176,18 @@ def test_foreground_crops_hit_foreground_more():
     assert weighted > uniform + 0.2, (uniform, weighted)
 
 
+def test_denoising_crops_are_uniform_by_default_and_a_set_fraction_wins():
+    """Noise is in the air too: a denoiser trained on tissue-centred crops left the MNI
+    template's air noisy, so denoise draws its crops uniformly unless told otherwise."""
+    fractions = {task: build_training_data(make_run(task)).foreground_fraction
+                 for task in ("denoise", "superres", "label2image", "joint")}
+    assert fractions == {"denoise": 0.0, "superres": 0.8, "label2image": 0.8, "joint": 0.8}
+    chosen = build_training_data(make_run("denoise", foreground_fraction=0.5))
+    assert chosen.foreground_fraction == 0.5
+    with pytest.raises(ValueError, match="data.foreground_fraction"):
+        DataConfig(foreground_fraction=1.5)
+
+
 def _small_volumes(shape=(10, 12, 20), count=2):
     images, labels = [], []
     for i in range(count):
