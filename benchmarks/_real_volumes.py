@@ -37,12 +37,11 @@ def nilearn_data_dir() -> Path | None:
 def load_t1(volume_path: str | None = None, labels_path: str | None = None):
     """nibabel's real T1 (or ``volume_path``) and its label map (``labels_path``, or the
     4-class multi-Otsu stand-in :func:`napari_medgan.evaluation.tissue_labels`)."""
-    import nibabel.testing
-
+    from napari_medgan._sample_data import t1_path
     from napari_medgan.evaluation import tissue_labels
     from napari_medgan.io import load_volume
 
-    path = volume_path or str(Path(nibabel.testing.data_path) / "anatomical.nii")
+    path = volume_path or t1_path()
     image = load_volume(path, is_label=False)
     labels = load_volume(labels_path, is_label=True) if labels_path else tissue_labels(image)
     return image, labels

@@ -64,13 +64,19 @@ def make_phantom_ct_sample() -> list[tuple]:
             _labels(labels, "head phantom labels")]
 
 
-def make_t1_sample() -> list[tuple]:
-    """The real T1 head that ships with nibabel (``anatomical.nii``: 33x41x25, 2 mm, LAS)."""
+def t1_path() -> str:
+    """Path of the real T1 head that ships with nibabel (``anatomical.nii``: 33x41x25, 2 mm,
+    LAS): the sample, the learning tests and ``benchmarks/quality.py`` read this one file."""
     import nibabel.testing
 
+    return os.path.join(nibabel.testing.data_path, "anatomical.nii")
+
+
+def make_t1_sample() -> list[tuple]:
+    """The real T1 head that ships with nibabel (see :func:`t1_path`)."""
     from napari_medgan.io import load_volume
 
-    path = os.path.join(nibabel.testing.data_path, "anatomical.nii")
+    path = t1_path()
     volume = load_volume(path, is_label=False)
     return [_image(volume, "T1 head (nibabel anatomical.nii)", _robust_limits(volume.array),
                    make_provenance("real", source=path))]

@@ -6,12 +6,10 @@ fell" is not asked. The full-budget figures are in ``benchmarks/quality.py``."""
 
 from __future__ import annotations
 
-from pathlib import Path
-
-import nibabel.testing
 import numpy as np
 import pytest
 
+from napari_medgan._sample_data import t1_path
 from napari_medgan.config import RunConfig
 from napari_medgan.evaluation import (
     compute_baselines,
@@ -28,7 +26,7 @@ from napari_medgan.training.trainer import Trainer
 
 @pytest.fixture(scope="module")
 def halves():
-    image = load_volume(Path(nibabel.testing.data_path) / "anatomical.nii", is_label=False)
+    image = load_volume(t1_path(), is_label=False)
     return split_halves(image), split_halves(tissue_labels(image))
 
 
