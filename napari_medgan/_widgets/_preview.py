@@ -19,6 +19,7 @@ from napari_medgan.tasks import TASKS
 
 PREVIEW = "GAN preview"
 PLACEHOLDER = "medgan_placeholder"  # metadata flag of a preview layer still waiting for data
+STAGGER_MS = 30  # between showing one placeholder and the next (see show_preview)
 
 
 def add_placeholders(viewer, model) -> bool:
@@ -35,6 +36,8 @@ def add_placeholders(viewer, model) -> bool:
     elif task.conditional:
         names[f"{PREVIEW} condition"] = task.condition == "labels"
     shape = (model.patch_size,) * 3
+    selection = viewer.layers.selection
+    chosen, active = set(selection), selection.active
     for name, is_label in names.items():
         if name not in viewer.layers:
             add = viewer.add_labels if is_label else viewer.add_image
@@ -43,6 +46,11 @@ def add_placeholders(viewer, model) -> bool:
             add(np.zeros(shape, np.uint8 if is_label else np.float32), name=name,
                 visible=False, units=("mm",) * 3,
                 metadata={PLACEHOLDER: True, PROVENANCE_KEY: _drawn(model)})
+    # napari selects what is added: keep the user's layer selected and its controls shown
+    if chosen:
+        selection.clear()
+        selection.update(chosen)
+        selection.active = active
     return fit_view
 
 
@@ -57,9 +65,12 @@ def _drawn(model, step: int | None = None) -> dict:
 def show_preview(viewer, event, fit_view: bool = False) -> None:
     """Put the first sample of ``event`` into the preview layers (data, geometry, contrast).
 
-    A placeholder is shown on the next turn of the event loop, so its first draw does
-    not add to this handler's time.
+    Placeholders are shown afterwards, one per turn of the event loop (``STAGGER_MS``
+    apart): a layer's first draw (its shaders linked, under software OpenGL) and the
+    viewer's reaction cost 10-25 ms each on a loaded 2-core machine, and shown together
+    with this handler's work they froze the viewer for 55 ms (benchmarks/ui_latency.py).
     """
+    shown = 0
     pairs = [(event.volumes, PREVIEW), (event.labels, f"{PREVIEW} labels"),
              (event.conditions, f"{PREVIEW} condition")]
     for volumes, name in pairs:
@@ -78,9 +89,10 @@ def show_preview(viewer, event, fit_view: bool = False) -> None:
         layer.metadata = {**{k: v for k, v in layer.metadata.items() if k != PLACEHOLDER},
                           PROVENANCE_KEY: record}
         if waiting:
-            QTimer.singleShot(0, partial(setattr, layer, "visible", True))
+            shown += 1
+            QTimer.singleShot(STAGGER_MS * shown, partial(setattr, layer, "visible", True))
     if fit_view:
-        QTimer.singleShot(0, viewer.reset_view)
+        QTimer.singleShot(STAGGER_MS * (shown + 1), viewer.reset_view)
 
 
 def remove_placeholders(viewer) -> None:

@@ -121,12 +121,39 @@ def test_tiny_training_runs_to_the_end(make_napari_viewer, qtbot, tmp_path):
     assert _is_checkpoint(widget.checkpoint)
     assert widget.session.checkpoint == widget.checkpoint
     assert synth.checkpoint.path() == widget.checkpoint  # the next widget is ready to sample
-    assert "medgan_placeholder" not in preview.metadata and preview.visible
+    assert "medgan_placeholder" not in preview.metadata
+    qtbot.waitUntil(lambda: preview.visible, timeout=5_000)  # shown a turn after its data
     # losses are read (one host sync) at log and preview intervals: steps 2 and 4 here
     assert widget.plot.data["G"][0] == [2, 4] and widget.plot.draws >= 1
     assert pbar.n == 4 and pbar.total == 4  # the activity dock counted steps, not events
     assert run.threads == cpu_training_threads()  # one core left for the viewer
     assert widget.start_btn.isEnabled() and not widget.stop_btn.isEnabled()
+
+
+def test_preview_placeholders_leave_the_users_selection_alone(make_napari_viewer, qtbot):
+    """Start adds hidden preview layers; napari would select them and show their controls
+    in place of the layer the user is working on (and repaint for it mid-click)."""
+    from napari_medgan._widgets._preview import PREVIEW, add_placeholders, show_preview
+    from napari_medgan.config import ModelConfig
+
+    viewer = make_napari_viewer()
+    other = viewer.add_image(np.zeros((8, 8, 8), np.float32), name="other", units=("mm",) * 3)
+    mine = viewer.add_image(np.ones((8, 8, 8), np.float32), name="mine", units=("mm",) * 3)
+    viewer.layers.selection.active = mine
+    add_placeholders(viewer, ModelConfig(task="joint", patch_size=16))
+    names = {layer.name for layer in viewer.layers}
+    assert {PREVIEW, f"{PREVIEW} labels"} <= names and other in viewer.layers
+    assert viewer.layers.selection == {mine} and viewer.layers.selection.active is mine
+    image = np.random.default_rng(0).random((16, 16, 16)).astype(np.float32)
+    from napari_medgan.io import Volume
+
+    head = Volume(image, spacing=(2.0, 2.0, 2.0))
+    labels = Volume((image > 0.5).astype(np.uint8), spacing=(2.0, 2.0, 2.0), is_label=True)
+    show_preview(viewer, ev.PreviewEvent(step=2, volumes=[head], labels=[labels]))
+    shown = [viewer.layers[PREVIEW], viewer.layers[f"{PREVIEW} labels"]]
+    assert not any(layer.visible for layer in shown)  # one per turn of the event loop
+    qtbot.waitUntil(lambda: all(layer.visible for layer in shown), timeout=5_000)
+    assert viewer.layers.selection.active is mine
 
 
 def test_pause_resume_and_stop_mid_run(make_napari_viewer, qtbot, tmp_path):
