@@ -276,7 +276,8 @@ def export_nnunet_dataset(
     preset = getattr(loaded.output_normalizer, "preset", "none")
     channel = channel_name or PRESET_CHANNEL_NAMES.get(preset, "zscore")
     ckpt = {"path": str(Path(loaded.path).resolve()), "step": loaded.step,
-            "model": loaded.model.name, "task": loaded.model.task}
+            "model": loaded.model.name, "task": loaded.model.task,
+            "generator_sha256": weights_sha256(loaded.generator)}
 
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -324,6 +325,20 @@ def export_nnunet_dataset(
         if staging.exists():
             shutil.rmtree(staging, ignore_errors=True)
     return {"dataset_dir": target, "dataset_json": dataset_json, "manifest": manifest}
+
+
+def weights_sha256(module) -> str:
+    """SHA-256 over a network's weights: each state-dict entry's name, dtype, shape and
+    bytes, in name order. Names the model a dataset came from wherever its files have moved
+    (the manifest's ``path`` is only where it was on the exporting machine)."""
+    import hashlib
+
+    digest = hashlib.sha256()
+    for name, tensor in sorted(module.state_dict().items()):
+        array = tensor.detach().cpu().contiguous().numpy()
+        digest.update(f"{name}|{array.dtype}|{array.shape}|".encode())
+        digest.update(array.tobytes())
+    return digest.hexdigest()
 
 
 def _refuse_existing(target: Path, overwrite: bool) -> None:

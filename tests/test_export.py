@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 import shutil
 
 import numpy as np
@@ -130,6 +131,10 @@ def test_same_seed_same_cases_and_overwrite(joint_dataset, joint_run, tmp_path):
     again = export_nnunet_dataset(copy, checkpoint=joint_run, n=3, seed=7, overwrite=True,
                                   device="cpu")
     assert again["dataset_json"]["numTraining"] == 3  # replaced: the real cases are gone
+    # the same weights name the model, wherever the checkpoint lies
+    digest = result["manifest"]["checkpoint"]["generator_sha256"]
+    assert re.fullmatch(r"[0-9a-f]{64}", digest)
+    assert again["manifest"]["checkpoint"]["generator_sha256"] == digest
     for i in range(3):
         name = f"imagesTr/syn_{i:03d}_0000.nii.gz"
         assert np.array_equal(load_volume(copy / again["dataset_dir"].name / name).array,
@@ -139,6 +144,21 @@ def test_same_seed_same_cases_and_overwrite(joint_dataset, joint_run, tmp_path):
     with pytest.raises(ExportError, match="not an nnU-Net dataset folder"):
         export_nnunet_dataset(copy, checkpoint=joint_run, n=1, dataset_id=502, name="Other",
                               overwrite=True)
+
+
+def test_weights_digest_follows_the_weights_not_the_module():
+    import torch
+
+    from napari_medgan.export import weights_sha256
+
+    torch.manual_seed(0)
+    a, b = torch.nn.Linear(4, 3), torch.nn.Linear(4, 3)
+    assert weights_sha256(a) != weights_sha256(b)
+    b.load_state_dict(a.state_dict())
+    assert weights_sha256(a) == weights_sha256(b)
+    with torch.no_grad():
+        b.bias[0] += 1e-6
+    assert weights_sha256(a) != weights_sha256(b)
 
 
 # --------------------------------------------------------------------------- label2image
