@@ -141,7 +141,7 @@ def evaluate_task(name: str, budget: float, seed: int, volume: str, real, work: 
         # what a user gets (the 8-flip self-ensemble), and the single pass it averages
         results = {"model": synthesize_from(loaded, case.condition, case.mask),
                    ONE_PASS: synthesize_from(loaded, case.condition, case.mask,
-                                                      flip_ensemble=False)}
+                                             flip_ensemble=False)}
         results.update(compute_baselines(loaded, case))
         if args.pictures and k == 0:
             save_picture(Path(args.pictures) / f"quality-{volume}-{name}.png", case, results)

@@ -16,6 +16,8 @@ from napari_medgan.tasks import FAMILIES, TASKS
 
 #: model name -> tasks it supports (the first is the default): the task registry's families.
 MODEL_TASKS: dict[str, tuple[str, ...]] = FAMILIES
+#: Default share of training crops centred on tissue (``DataConfig.crop_fraction``).
+TISSUE_CROPS = 0.8
 PRESETS = ("ct", "mr", "zscore", "none")
 LOSSES = ("bce", "hinge", "lsgan")
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
@@ -201,9 +203,10 @@ class DataConfig(_Checked):
                "from 16 to 256")
         _check(self.phantom_modality in ("mr", "ct"), "data.phantom_modality",
                self.phantom_modality, "'mr' or 'ct'")
+        uniform = ", ".join(t.name for t in TASKS.values() if t.uniform_crops)
         _check(self.foreground_fraction is None or 0.0 <= float(self.foreground_fraction) <= 1.0,
                "data.foreground_fraction", self.foreground_fraction,
-               "a number in [0, 1], or null (0.8; 0 for denoise)")
+               f"a number in [0, 1], or null ({TISSUE_CROPS}; 0 for {uniform})")
         _check(0.0 <= float(self.val_fraction) <= 0.5, "data.val_fraction", self.val_fraction,
                "a number in [0, 0.5] (0 = no validation)")
         self._ready()
@@ -214,7 +217,7 @@ class DataConfig(_Checked):
         tissue crops leaves the air noisy)."""
         if self.foreground_fraction is not None:
             return float(self.foreground_fraction)
-        return 0.0 if TASKS[task].uniform_crops else 0.8
+        return 0.0 if TASKS[task].uniform_crops else TISSUE_CROPS
 
 
 @dataclass

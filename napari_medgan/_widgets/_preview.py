@@ -37,7 +37,7 @@ def add_placeholders(viewer, model) -> bool:
         names[f"{PREVIEW} condition"] = task.condition == "labels"
     shape = (model.patch_size,) * 3
     selection = viewer.layers.selection
-    chosen, active = set(selection), selection.active
+    chosen = set(selection)
     for name, is_label in names.items():
         if name not in viewer.layers:
             add = viewer.add_labels if is_label else viewer.add_image
@@ -46,11 +46,11 @@ def add_placeholders(viewer, model) -> bool:
             add(np.zeros(shape, np.uint8 if is_label else np.float32), name=name,
                 visible=False, units=("mm",) * 3,
                 metadata={PLACEHOLDER: True, PROVENANCE_KEY: _drawn(model)})
-    # napari selects what is added: keep the user's layer selected and its controls shown
+    # napari selects what is added: keep the user's layers selected and their controls shown
+    # (a single selected layer becomes the active one again as the selection is restored)
     if chosen:
         selection.clear()
         selection.update(chosen)
-        selection.active = active
     return fit_view
 
 

@@ -135,6 +135,7 @@ def test_preview_placeholders_leave_the_users_selection_alone(make_napari_viewer
     in place of the layer the user is working on (and repaint for it mid-click)."""
     from napari_medgan._widgets._preview import PREVIEW, add_placeholders, show_preview
     from napari_medgan.config import ModelConfig
+    from napari_medgan.io import Volume
 
     viewer = make_napari_viewer()
     other = viewer.add_image(np.zeros((8, 8, 8), np.float32), name="other", units=("mm",) * 3)
@@ -145,8 +146,6 @@ def test_preview_placeholders_leave_the_users_selection_alone(make_napari_viewer
     assert {PREVIEW, f"{PREVIEW} labels"} <= names and other in viewer.layers
     assert viewer.layers.selection == {mine} and viewer.layers.selection.active is mine
     image = np.random.default_rng(0).random((16, 16, 16)).astype(np.float32)
-    from napari_medgan.io import Volume
-
     head = Volume(image, spacing=(2.0, 2.0, 2.0))
     labels = Volume((image > 0.5).astype(np.uint8), spacing=(2.0, 2.0, 2.0), is_label=True)
     show_preview(viewer, ev.PreviewEvent(step=2, volumes=[head], labels=[labels]))
