@@ -3,8 +3,10 @@
 Each configuration builds the real :class:`napari_medgan.training.trainer.Trainer` on a
 phantom of the patch size and times ``Trainer._train_step()``: the batch drawn from the
 data, augmentation, the family's own step (D update with lazy R1, G update, EMA), exactly
-as a run does, with the losses left on the device, timed over whole R1 cycles (one step
-in ``r1_every`` adds the R1 penalty) and reported as the mean step. Reported: voxels/s;
+as a run does, with the losses left on the device. The steps of whole R1 cycles (one step
+in ``r1_every`` adds the R1 penalty) run back to back, as in the trainer's loop, with one
+device synchronisation per cycle, so the host draws the next batch while the GPU works;
+the mean step is reported (the median over cycles too). Reported: voxels/s;
 FLOPs per step
 counted by ``torch.utils.flop_counter`` on the eager step (averaged over ``r1_every``
 steps, so R1's double backward is in at its real rate); achieved TFLOP/s against the GPU's
@@ -20,7 +22,9 @@ Variants, each a configuration of the trainer itself (``train.precision``,
 * ``channels_last``: fp32 with channels_last_3d (CPU);
 * ``bf16``: bf16 autocast, contiguous;
 * ``bf16+channels_last`` (GPU);
-* ``+compile`` variants with ``--compile`` (the generator under ``torch.compile``).
+* ``+compile`` variants with ``--compile`` (the generator under ``torch.compile``);
+* a ``+pageable`` suffix on any of them: the batch copied to the GPU from pageable host
+  memory (``Trainer.pin_batches`` off), which waits for the GPU's queued work.
 
 Each configuration runs in its own subprocess, so peak memory is per configuration.
 
@@ -74,6 +78,12 @@ BF16_PEAK = (("H200", 989e12), ("H100 PCIe", 756e12), ("H100", 989e12), ("A100",
              ("L40S", 362e12), ("A10", 125e12), ("L4", 121e12))
 
 
+def _settings_name(variant: str) -> str:
+    """The trainer settings of ``variant``: a ``+pageable`` suffix (the batch copied to the
+    GPU from pageable memory, as before ``Trainer.pin_batches``) changes none of them."""
+    return variant.removesuffix("+pageable")
+
+
 def bf16_peak(gpu_name: str | None) -> float | None:
     for fragment, peak in BF16_PEAK:
         if gpu_name and fragment in gpu_name:
@@ -105,7 +115,8 @@ def _trainer(spec: dict):
         model=model,
         train=TrainConfig(batch_size=int(spec["batch"]), device=spec["device"], steps=10**6,
                           memory_check="off", preview_every=10**6, checkpoint_every=10**6,
-                          log_every=10**6, val_every=10**6, **VARIANTS[spec["variant"]]),
+                          log_every=10**6, val_every=10**6,
+                          **VARIANTS[_settings_name(spec["variant"])]),
         out=os.devnull)
     trainer = Trainer(run, write=False)
     for _ in trainer._setup():
@@ -159,6 +170,7 @@ def run_config(spec: dict) -> dict:
         torch.cuda.reset_peak_memory_stats(device)
         mem0 = torch.cuda.memory_allocated(device)
     trainer = _trainer(spec)
+    trainer.pin_batches = not spec["variant"].endswith("+pageable")
     r1_every = trainer.config.train.r1_every
 
     def step() -> None:
@@ -174,17 +186,20 @@ def run_config(spec: dict) -> dict:
         flops = counter.total / r1_every
 
     load_before = os.getloadavg()[0] if hasattr(os, "getloadavg") else None
+    for _ in range(int(spec["warmup"])):
+        step()
+    _sync(device)
+    # whole R1 cycles, so the mean carries R1's double backward at its real rate; the steps
+    # of a cycle run back to back as in the trainer's loop (which reads the device only at
+    # log intervals), so drawing the next batch on the host overlaps the GPU's work
     times = []
     t_start = time.perf_counter()
-    # whole R1 cycles, so the mean carries R1's double backward at its real rate
-    timed = -(-int(spec["steps"]) // r1_every) * r1_every
-    for i in range(int(spec["warmup"]) + timed):
-        _sync(device)
+    for _ in range(max(1, -(-int(spec["steps"]) // r1_every))):
         t0 = time.perf_counter()
-        step()
+        for _ in range(r1_every):
+            step()
         _sync(device)
-        if i >= int(spec["warmup"]):
-            times.append(time.perf_counter() - t0)
+        times.append((time.perf_counter() - t0) / r1_every)
     wall = time.perf_counter() - t_start
 
     if device.type == "cuda":
@@ -193,7 +208,7 @@ def run_config(spec: dict) -> dict:
         hwm = status_bytes("VmHWM")
         peak_mib = (hwm - rss0) / 2**20 if hwm is not None and rss0 is not None else None
     median, mean = statistics.median(times), statistics.fmean(times)
-    settings = VARIANTS[spec["variant"]]
+    settings = VARIANTS[_settings_name(spec["variant"])]
     voxels = spec["batch"] * spec["size"] ** 3
     if spec["family"] == "hagan3d":  # a step computes the low-res volume and one slab
         from napari_medgan.training.memory import memory_voxels
@@ -207,7 +222,7 @@ def run_config(spec: dict) -> dict:
         "cudnn_benchmark": device.type == "cuda",
         "tf32_convolutions": device.type == "cuda" and torch.backends.cudnn.allow_tf32,
         "step_s_mean": round(mean, 4), "step_s_median": round(median, 4),
-        "step_s_all": [round(t, 4) for t in times],
+        "step_s_per_cycle": [round(t, 4) for t in times],
         "voxels_per_s": round(voxels / mean, 1),
         "flops_per_step": flops,
         "peak_mem_mib": round(peak_mib, 1) if peak_mib is not None else None,

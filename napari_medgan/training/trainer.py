@@ -89,6 +89,7 @@ class Trainer:
         self._running = threading.Event()
         self._running.set()
         self.step = 0
+        self.pin_batches = True  # batches reach a GPU from page-locked memory (to_device)
         self.data = None
         self.generator: nn.Module | None = None
         self.ema: nn.Module | None = None
@@ -352,7 +353,13 @@ class Trainer:
             self.adversarial_step(batch)
 
     def to_device(self, x: torch.Tensor) -> torch.Tensor:
-        """A batch tensor on the training device, in the memory format the networks use."""
+        """A batch tensor on the training device, in the memory format the networks use.
+
+        On a GPU the host tensor is first copied to page-locked memory (``pin_batches``):
+        a copy from pageable memory waits for the GPU to finish the work already queued,
+        so the host could not draw the next batch while the GPU ran this step."""
+        if self.pin_batches and x.device.type == "cpu" and self.device.type == "cuda":
+            x = x.pin_memory()
         x = x.to(self.device, non_blocking=True)
         return x.contiguous(memory_format=self._memory_format) if x.ndim == 5 else x
 

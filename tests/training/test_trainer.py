@@ -270,6 +270,22 @@ def test_gpu_compiled_generator_trains(tmp_path, tiny_run):
     assert steps[-1].step == 3 and all(map(math.isfinite, steps[-1].losses.values()))
 
 
+@pytest.mark.gpu
+def test_gpu_batches_arrive_intact_from_page_locked_memory(tmp_path, tiny_run):
+    """Batches reach the GPU from page-locked memory, copied without waiting for the GPU;
+    batches queued back to back each arrive as drawn (no host buffer reused too early)."""
+    trainer = Trainer(tiny_run(tmp_path / "run", device="cuda"), write=False)
+    for _ in trainer._setup():
+        pass
+    assert trainer.pin_batches
+    batches = [trainer.data.sample_batch(2, np.random.default_rng(i))["image"]
+               for i in range(4)]
+    moved = [trainer.to_device(b) for b in batches]
+    for drawn, arrived in zip(batches, moved):
+        assert arrived.device.type == "cuda"
+        torch.testing.assert_close(arrived.cpu(), drawn, rtol=0, atol=0)
+
+
 def _hagan_run(out, steps, **train):
     from napari_medgan.config import DataConfig, ModelConfig, RunConfig, TrainConfig
 
