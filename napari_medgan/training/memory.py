@@ -10,8 +10,8 @@ formula alone:
 2. **Batch** (exact): the training batch, about three float32 copies of it on the host
    while it is cut and converted, one on a GPU.
 3. **Activations** (measured): the run's own training step (:class:`Trainer`, same family,
-   task, width, precision, memory format, gradient checkpointing) at two scaled-down sizes
-   with the run's batch up to 2, in a fresh process on the same device: peak RSS on the CPU
+   task, width, precision, memory format, gradient checkpointing) at the two largest sizes
+   within :data:`MEASURE_LIMIT` (:data:`SCALES`) with the run's batch up to 2, in a fresh process on the same device: peak RSS on the CPU
    (``/proc/self/status`` VmHWM), ``torch.cuda.max_memory_allocated`` on a GPU. Minus the
    state and batch at those sizes, the rest is fitted as ``a + b * voxels`` (``voxels``: what the
    step processes, :func:`memory_voxels`) and scaled to the target size and batch.
@@ -29,6 +29,7 @@ import os
 import subprocess
 import sys
 from dataclasses import dataclass, field
+from fractions import Fraction
 
 import torch
 
@@ -42,6 +43,13 @@ GIB = 2**30
 _PHANTOM_CLASSES = 8
 #: Largest batch of the measuring steps (the run's own batch when smaller).
 MEASURE_BATCH = 2
+#: Scales the measuring steps may shrink a run by; the planner measures the two largest
+#: sizes within :data:`MEASURE_LIMIT`. 4/3 is tried only when the run itself is too large
+#: to measure (a 256^3 hierarchical run: 192^3 and 128^3, not 128^3 and 64^3). On a CPU
+#: the peak RSS of a step at 64^3 moves by +-0.1 GB between runs, too much to fit a slope
+#: through, and a slope from 128^3 to 192^3 extrapolates 2x, not 6x, to 256^3 (estimate /
+#: measured 0.69 -> 1.13).
+SCALES = (1, Fraction(4, 3), 2, 4, 8, 16, 32)
 
 
 # ------------------------------------------------------------------ what a step processes
@@ -55,13 +63,13 @@ def memory_voxels(cfg) -> int:
     return int(own(cfg)) if own is not None else int(math.prod(patch_shape(cfg)))
 
 
-def scaled_model(cfg, k: int):
-    """``cfg`` with every size divided by ``k`` (patch size to a multiple of 16, volume
-    shape to multiples of 32, slab size to a multiple of 8 and at most the depth,
-    ``label_scale`` 1 where the patch no longer allows 2), or None
-    when what the step processes (:func:`memory_voxels`) cannot shrink."""
+def scaled_model(cfg, k: int | Fraction):
+    """``cfg`` with every size divided by ``k`` (an integer or a fraction such as 4/3; patch
+    size rounded down to a multiple of 16, volume shape to multiples of 32, slab size to a
+    multiple of 8 and at most the depth, ``label_scale`` 1 where the patch no longer allows
+    2), or None when what the step processes (:func:`memory_voxels`) cannot shrink."""
     def down(value: int, multiple: int) -> int:
-        return max(multiple, int(value) // k // multiple * multiple)
+        return max(multiple, int(Fraction(int(value)) / Fraction(k)) // multiple * multiple)
 
     changes = {"patch_size": down(cfg.patch_size, 16)}
     depth = changes["patch_size"]
@@ -303,8 +311,11 @@ def plan_memory(run, device: torch.device, data_bytes: int = 0, processes: int =
     model, batch = run.model, int(run.train.batch_size)
     kind = "cuda" if device.type == "cuda" else "cpu"
     limit = MEASURE_LIMIT[kind]
+    # a fractional scale only when the run itself is too large to measure
+    scales = SCALES if memory_voxels(model) > limit else \
+        [k for k in SCALES if Fraction(k).denominator == 1]
     sizes, seen = [], set()
-    for k in (1, 2, 4, 8, 16, 32):
+    for k in scales:
         current = model if k == 1 else scaled_model(model, k)
         if current is None:
             break

@@ -29,6 +29,24 @@ def test_scaled_sizes_keep_each_field_valid():
     assert memory_voxels(ModelConfig(patch_size=48)) == 48**3
 
 
+def test_a_run_too_large_to_measure_is_measured_at_the_two_largest_sizes_below(monkeypatch):
+    """A 256^3 hierarchical run: 192^3 (scale 4/3) and 128^3, not 128^3 and 64^3, whose RSS
+    is mostly noise; a run small enough is measured itself, with a whole scale below it."""
+    measured = []
+
+    def fake_measure(runs, device):
+        measured.append([tuple(r["model"]["volume_shape"] or (r["model"]["patch_size"],))
+                         for r in runs])
+        return [2**30] * len(runs)
+
+    monkeypatch.setattr(memory, "_measure_in_subprocess", fake_measure)
+    big = _run(batch=1, name="hagan3d", volume_shape=(256, 256, 256), slab_size=32)
+    plan_memory(big, torch.device("cpu"), available=2**40)
+    plan_memory(_run(batch=1, patch_size=128), torch.device("cpu"), available=2**40)
+    assert measured == [[(128, 128, 128), (192, 192, 192)], [(64,), (128,)]]
+    assert scaled_model(big.model, memory.SCALES[1]).slab_size == 24
+
+
 def _same_measurements(monkeypatch, plan):
     """Later plans reuse ``plan``'s measured peaks (a measurement varies a little between
     processes; the arithmetic on it is what these tests check)."""
