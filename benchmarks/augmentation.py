@@ -7,7 +7,10 @@ distribution (real label maps exist), for each pair-making model family:
 2. draw ``M`` synthetic image + label pairs;
 3. train the same small MONAI 3D U-Net segmenter (``napari_medgan.metrics.segmentation``)
    on (a) ``N`` real pairs, (b) ``N`` synthetic pairs only, (c) ``N`` real + ``M``
-   synthetic pairs, and score each on held-out real phantoms (Dice per class);
+   synthetic pairs, and score each on held-out real phantoms (Dice per class); for a
+   family with an image stage (``twostage3d``), also (b2) / (c2): (b) / (c) with that
+   stage's images for the label maps of unseen real phantoms, which says whether the
+   pairs lose in their label maps (stage 1) or in their images (stage 2);
 4. the set metrics (diversity ratio, intensity W1, FID-style distance with the
    extractor named, nearest-real memorization) of the synthetic images against
    real ones, with the real-vs-real value of each as the floor.
@@ -40,6 +43,8 @@ sys.path.insert(0, str(HERE))
 # the GAN's demo phantoms use seeds 0, 1, ...; the demo's own check tests on the first
 # DEMO_TEST_PHANTOMS of these test phantoms
 REAL_SEED, TEST_SEED = 10_000, DEMO_TEST_SEED
+#: label maps of further real phantoms, for a pair family's image stage alone (b2, c2)
+STAGE2_SEED = 30_000
 #: pair-making families: the demo's training settings (phantoms, batch, learning rates), with
 #: the demo's own model (twostage3d: a label-map generator, then SPADE label -> image) where
 #: None, else the model given (dcgan3d joint; hagan3d: the whole 32^3 grid, trained in
@@ -77,6 +82,20 @@ def draw_pairs(loaded, n: int, seed: int):
 
     images, labels = generate(loaded, n, seed=seed)
     return [v.array for v in images], [np.asarray(v.array) for v in labels]
+
+
+def stage2_pairs(loaded, n: int, seed: int, shape):
+    """A pair family's image stage (``inference.image_stage``) alone: the images it draws
+    for the label maps of ``n`` unseen real phantoms, with those maps; None for a family
+    without one. Against (b) and (c), it says which stage the synthetic pairs lose in."""
+    from napari_medgan.data.phantom import fit_spacing, make_phantom_set
+    from napari_medgan.training.inference import image_stage, synthesize_from
+
+    if image_stage(loaded) is None:
+        return None
+    maps = [lab for _, lab in make_phantom_set(n, shape, fit_spacing(shape), seed)]
+    return ([synthesize_from(loaded, m).array for m in maps],
+            [np.asarray(m.array) for m in maps])
 
 
 def segment_scores(train_sets: dict, test, num_classes: int, steps: int, seed: int) -> dict:
@@ -140,13 +159,20 @@ def main(argv=None) -> int:
             sets = {"(a) real": (real_img, real_lab),
                     "(b) synthetic": (syn_img[:n], syn_lab[:n]),
                     "(c) real + synthetic": (real_img + syn_img, real_lab + syn_lab)}
+            staged = stage2_pairs(loaded, args.n_synthetic, STAGE2_SEED + args.seed, shape)
+            if staged is not None:
+                sets["(b2) stage 2, real maps"] = (staged[0][:n], staged[1][:n])
+                sets["(c2) real + stage 2"] = (real_img + staged[0], real_lab + staged[1])
             scores = segment_scores(sets, test_pairs, num_classes, args.seg_steps, args.seed)
             quality = summarize_report(evaluate_sets(real_img + test_pairs[0], syn_img,
                                                      seed=args.seed))
-            a, b, c = (scores[k]["mean_dice"] for k in sets)
+            a, b, c = (scores[k]["mean_dice"] for k in list(sets)[:3])
             records[family] = {"gan_steps": steps, "gan_seconds": round(gan_seconds, 1),
                                "segmenter": scores, "ratio_b_to_a": b / a if a else None,
                                "c_minus_a": c - a, "set_metrics": quality}
+            if staged is not None:
+                b2, c2 = (scores[k]["mean_dice"] for k in list(sets)[3:])
+                records[family].update(ratio_b2_to_a=b2 / a if a else None, c2_minus_a=c2 - a)
 
     print(f"\n{'family':<16} {'(a) real':>9} {'(b) syn':>9} {'b/a':>6} {'(c) r+s':>9} "
           f"{'c-a':>7} {'diversity':>9} {'W1':>8} {'memorized':>10}")
@@ -158,6 +184,10 @@ def main(argv=None) -> int:
               f"{q.get('diversity_ratio') or float('nan'):>9.3f} "
               f"{q.get('intensity_wasserstein') or float('nan'):>8.4g} "
               f"{q['memorized'].split(' ')[0]:>10}")
+    for family, rec in records.items():
+        if "c2_minus_a" in rec:
+            print(f"{family:<16} stage 2 alone on unseen real label maps: b2/a "
+                  f"{rec['ratio_b2_to_a']:.2f}, c2-a {rec['c2_minus_a']:+.3f}")
     print(f"{'real vs real':<16} {'':>9} {'':>9} {'':>6} {'':>9} {'':>7} "
           f"{floor.get('diversity_ratio') or float('nan'):>9.3f} "
           f"{floor.get('intensity_wasserstein') or float('nan'):>8.4g} "

@@ -175,36 +175,43 @@ def cmd_train(args: argparse.Namespace) -> int:
 # ------------------------------------------------------------------------ generate
 def cmd_generate(args: argparse.Namespace) -> int:
     from napari_medgan.io import load_volume, save_volume, volume_stem
-    from napari_medgan.training.inference import generate, load_generator, synthesize_from
+    from napari_medgan.training.inference import (
+        generate, image_stage, load_generator, synthesize_from)
 
     from tqdm import tqdm
 
     loaded = load_generator(args.checkpoint, device=args.device)
+    # a pair model with an image stage draws the image for a label map given as condition
+    from_labels = not loaded.model.conditional and args.condition is not None
+    if from_labels and image_stage(loaded) is None:
+        raise CLIError(f"{args.checkpoint}: model {loaded.model.name}/{loaded.model.task} "
+                       "takes no --condition; it draws --n samples from noise")
     args.out.mkdir(parents=True, exist_ok=True)
     written = []
-    bar = tqdm(desc="synthesizing", unit="window batch" if loaded.model.conditional else
-               "volume", disable=None, leave=False)  # disable=None: only on a terminal
+    windows = loaded.model.conditional or from_labels
+    bar = tqdm(desc="synthesizing", unit="window batch" if windows else "volume",
+               disable=None, leave=False)  # disable=None: only on a terminal
 
     def progress(done: int, total: int) -> None:
         bar.total = total
         bar.update(done - bar.n)
 
-    if loaded.model.conditional:
+    if windows:
         if args.condition is None:
             raise CLIError(f"{args.checkpoint}: model {loaded.model.name}/{loaded.model.task} is "
                            "conditional: give --condition FILE")
-        is_label = TASKS[loaded.model.task].condition == "labels"
-        cond = load_volume(args.condition, is_label=is_label)
+        task = "label2image" if from_labels else loaded.model.task
+        cond = load_volume(args.condition, is_label=TASKS[task].condition == "labels")
         mask = load_volume(args.mask, is_label=True) if args.mask else None
         with bar:
             result = synthesize_from(loaded, cond, mask=mask, progress=progress,
                                      flip_ensemble=args.flip_ensemble)
-        if loaded.model.task == "superres":
+        if task == "superres":
             print("superres: voxel size {} -> {} mm (x, y, z)".format(
                 "x".join(f"{s:g}" for s in cond.spacing),
                 "x".join(f"{s:g}" for s in result.spacing)))
         written.append(save_volume(result, args.out / f"{volume_stem(args.condition)}_"
-                                   f"{loaded.model.task}.nii.gz"))
+                                   f"{task}.nii.gz"))
     else:
         reference = load_volume(args.reference) if args.reference else None
         with bar:

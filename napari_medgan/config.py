@@ -481,7 +481,8 @@ SAMPLING_HELP = {
     "n": "number of volumes to draw (unconditional models)",
     "seed": "sampling seed: the same seed gives the same volumes",
     "condition": "input of a conditional model: a label map (label2image) or an image "
-                 "(translate, denoise, superres, inpaint)",
+                 "(translate, denoise, superres, inpaint); for a two-stage pair model "
+                 "(twostage3d), a label map to draw the image for",
     "mask": "inpainting mask: non-zero voxels are filled in",
     "reference": "real volume whose spacing, direction and centre the samples take",
     "flip_ensemble": "conditional models: average the results for the 8 flips of the input "

@@ -86,6 +86,10 @@ class SynthesizeWidget(QWidget):
         self.reference = LayerCombo(("image",), none="(checkpoint reference)")
         self.condition = LayerCombo(("labels", "image"))
         self.mask = LayerCombo(("labels",), none="(no mask)")
+        # a two-stage pair model: its image stage draws the image for a label layer
+        self.stage_labels = LayerCombo(("labels",), none="(draw pairs from noise)")
+        self.stage_labels.setToolTip(SAMPLING_HELP["condition"].split("; ")[-1])
+        self._image_stage = False  # the loaded model has one (set when it loads)
         self.show_baseline = QCheckBox("Show classical baseline")
         self.show_baseline.setChecked(True)
         self.show_baseline.setToolTip(BASELINE_TIP)
@@ -100,6 +104,7 @@ class SynthesizeWidget(QWidget):
         for label, w in (("Model", self.checkpoint), ("", self.model_info),
                          ("Samples", self.count), ("Seed", self.seed),
                          ("Real reference", self.reference), ("Condition", self.condition),
+                         ("Image from labels", self.stage_labels),
                          ("Inpaint mask", self.mask), ("", self.flip_ensemble),
                          ("", self.show_baseline)):
             form.addRow(label, w)
@@ -142,7 +147,7 @@ class SynthesizeWidget(QWidget):
 
     def reset_choices(self, *_) -> None:
         """napari calls this when layers are added, removed or renamed."""
-        for combo in (self.reference, self.condition, self.mask):
+        for combo in (self.reference, self.condition, self.mask, self.stage_labels):
             combo.refresh(self.viewer)
         self._update_buttons()
 
@@ -177,14 +182,17 @@ class SynthesizeWidget(QWidget):
 
     def _on_loaded(self, result) -> None:
         from napari_medgan.baselines import BASELINES
+        from napari_medgan.training.inference import image_stage
 
         if result[0] != self.checkpoint.path():
             return  # the path changed while this one was loading
         self.loaded, loaded = result, result[1]
         m = loaded.model
         self.model_info.setText(f"{m.name}/{m.task}, step {loaded.step}, patch {m.patch_size}^3")
+        self._image_stage = image_stage(loaded) is not None
         for w, used in ((self.count, not m.conditional), (self.seed, not m.conditional),
                         (self.condition, m.conditional), (self.mask, TASKS[m.task].needs_mask),
+                        (self.stage_labels, self._image_stage),
                         (self.flip_ensemble, m.conditional),
                         (self.show_baseline, m.conditional)):
             w.setVisible(used)  # only the inputs this model takes
@@ -201,7 +209,8 @@ class SynthesizeWidget(QWidget):
         try:
             if not path:
                 raise ValueError("model: choose a run folder, a checkpoint or a model bundle")
-            names = (self.reference.layer_name(), self.condition.layer_name(),
+            condition = self.stage_labels if self._image_stage else self.condition
+            names = (self.reference.layer_name(), condition.layer_name(),
                      self.mask.layer_name())
             ref, cond, mask = (layer_to_volume(self.viewer.layers[n]) if n else None
                                for n in names)
@@ -391,7 +400,7 @@ def _synthesize(path, loaded, n, seed, reference, condition, mask, with_baseline
     :func:`napari_medgan.evaluation.judge`."""
     import numpy as np
 
-    from napari_medgan.training.inference import generate, synthesize_from
+    from napari_medgan.training.inference import generate, image_stage, synthesize_from
 
     loaded = loaded or _load(path)[1]
     result = Synthesis(path, loaded, [],
@@ -399,7 +408,10 @@ def _synthesize(path, loaded, n, seed, reference, condition, mask, with_baseline
                        condition=condition.source if condition is not None else None)
     if not TASKS[loaded.model.task].needs_mask:
         mask = None  # a mask picked for an earlier model is not this model's input
-    if loaded.model.conditional:
+    if not loaded.model.conditional and condition is not None and image_stage(loaded):
+        # a pair model's image stage, for the user's label map
+        result.volumes = [synthesize_from(loaded, condition, progress=progress)]
+    elif loaded.model.conditional:
         if condition is None:
             raise ValueError(f"{loaded.model.task}: choose a condition layer")
         result.volumes = [synthesize_from(loaded, condition, mask, progress=progress,

@@ -166,6 +166,13 @@ def build_generator(cfg) -> TwoStageGenerator3D:
                                label_scale=int(cfg.label_scale))
 
 
+def image_stage(generator: TwoStageGenerator3D) -> SPADEGenerator3D:
+    """Stage 2 alone: one-hot label map ``(B, K, D, H, W)`` -> image (normalised units), for
+    a label map the user gives (``napari-medgan generate --condition``, Synthesize &
+    Compare's label layer)."""
+    return generator.image
+
+
 def build_discriminator(cfg) -> TwoStageDiscriminator3D:
     _, out = channels_for(cfg)
     return TwoStageDiscriminator3D(num_classes=out - 1, channels=int(cfg.channels),

@@ -248,6 +248,16 @@ def window_count(shape: tuple[int, ...], patch: int, overlap: float) -> int:
                      for size in (int(s) for s in shape))
 
 
+def image_stage(loaded: LoadedModel) -> nn.Module | None:
+    """The label map -> image network of a pair model whose family has one (``twostage3d``:
+    its SPADE stage 2, module function ``image_stage(generator)``), else None. With it a
+    user's own (painted, edited) label map gets an image: :func:`synthesize_from`."""
+    from napari_medgan.models import get_model
+
+    stage = getattr(get_model(loaded.model.name), "image_stage", None)
+    return stage(loaded.generator) if stage is not None else None
+
+
 @torch.no_grad()
 def synthesize_from(loaded: LoadedModel, volume: Volume, mask: Volume | None = None,
                     overlap: float = 0.5, sw_batch_size: int = 2,
@@ -255,18 +265,28 @@ def synthesize_from(loaded: LoadedModel, volume: Volume, mask: Volume | None = N
     """Run a conditional model over a whole volume of any size (sliding windows of the
     training patch size, Gaussian-weighted blending; with ``flip_ensemble``, averaged over
     the 8 flips of the input, see :func:`run_windows`) and return the result in the
-    volume's geometry and the target's original units."""
-    if not loaded.model.conditional:
+    volume's geometry and the target's original units. For a pair model with an
+    :func:`image_stage`, ``volume`` is a label map and the result the image that stage
+    draws for it (one pass: a joint model trains without flipped pairs)."""
+    stage = None if loaded.model.conditional else image_stage(loaded)
+    if not loaded.model.conditional and stage is None:
         raise ValueError(f"{loaded.path}: model {loaded.model.name} is unconditional; "
                          "use generate() with a sample count")
-    cond, grid = make_condition(loaded, volume, mask)
-    out = run_windows(loaded.generator, cond.to(loaded.device), loaded.model.patch_size,
+    if stage is not None:
+        from napari_medgan.data.datasets import condition_from_volume
+
+        task, generator, flips = "label2image", stage, False
+        cond, grid = condition_from_volume(task, volume, loaded.model), volume
+    else:
+        task, generator, flips = loaded.model.task, loaded.generator, flip_ensemble
+        cond, grid = make_condition(loaded, volume, mask)
+    out = run_windows(generator, cond.to(loaded.device), loaded.model.patch_size,
                       overlap=overlap, sw_batch_size=sw_batch_size, progress=progress,
-                      flips=flip_ensemble)
+                      flips=flips)
     result = np.asarray(loaded.output_normalizer.inverse(out[0, 0].float().cpu().numpy()),
                         dtype=np.float32)
-    if TASKS[loaded.model.task].needs_mask and mask is not None:
+    if TASKS[task].needs_mask and mask is not None:
         keep = np.asarray(mask.array) <= 0
         result = np.where(keep, np.asarray(volume.array, dtype=np.float32), result)
     return grid.with_array(result, is_label=False,
-                           source=f"{Path(volume.source or 'volume').name}_{loaded.model.task}")
+                           source=f"{Path(volume.source or 'volume').name}_{task}")

@@ -326,3 +326,43 @@ def test_flip_ensemble_box_chooses_one_pass_or_the_average_of_eight(make_napari_
     one, eight = (synthesize_from(superres_model[1], cond, flip_ensemble=f).array
                   for f in (False, True))
     assert np.abs(one - eight).max() > 1e-5  # the settings differ, far beyond the tolerance
+
+
+def test_a_pair_models_image_stage_draws_the_image_for_a_label_layer(make_napari_viewer, qtbot,
+                                                                     tmp_path):
+    """A two-stage pair model shows "Image from labels": with a label layer chosen, Synthesize
+    draws that map's image (stage 2) in its geometry; with none, it draws pairs."""
+    from napari_medgan.config import RunConfig
+    from napari_medgan.training.inference import load_generator, synthesize_from
+    from napari_medgan._widgets._common import layer_to_volume
+    from napari_medgan.training.trainer import Trainer
+
+    out = tmp_path / "run"
+    run = RunConfig.from_dict({
+        "model": {"name": "twostage3d", "task": "joint", "patch_size": 16, "channels": 4,
+                  "latent_dim": 8},
+        "data": {"phantom_count": 2, "phantom_size": 16},
+        "train": {"steps": 2, "batch_size": 2, "preview_every": 100, "checkpoint_every": 100,
+                  "device": "cpu"},
+        "out": str(out)})
+    list(Trainer(run).run())
+    viewer = make_napari_viewer()
+    widget = _open(viewer)
+    _, labels = add_phantom_layers(viewer, seed=5)
+    loaded = load_generator(out, device="cpu")
+    widget.checkpoint.edit.setText(str(out))
+    widget._on_loaded((str(out), loaded))
+    assert not widget.stage_labels.isHidden() and widget.condition.isHidden()
+    widget.reset_choices()
+    widget.stage_labels.set_layer("head labels")
+    _synthesize(qtbot, widget)
+    assert len(widget.synthetic) == 1
+    layer = viewer.layers[widget.synthetic[0]]
+    np.testing.assert_allclose(layer.scale, labels.scale)
+    expected = synthesize_from(loaded, layer_to_volume(labels))
+    np.testing.assert_allclose(layer.data, expected.array, rtol=1e-5, atol=1e-5)
+
+    widget.stage_labels.set_layer(None)  # no label layer: pairs from noise
+    widget.count.setValue(2)
+    _synthesize(qtbot, widget)
+    assert len(widget.synthetic) == 4  # two images and their label maps
