@@ -408,7 +408,8 @@ def _synthesize(path, loaded, n, seed, reference, condition, mask, with_baseline
                        condition=condition.source if condition is not None else None)
     if not TASKS[loaded.model.task].needs_mask:
         mask = None  # a mask picked for an earlier model is not this model's input
-    if not loaded.model.conditional and condition is not None and image_stage(loaded):
+    if not loaded.model.conditional and condition is not None \
+            and image_stage(loaded) is not None:
         # a pair model's image stage, for the user's label map
         result.volumes = [synthesize_from(loaded, condition, progress=progress)]
     elif loaded.model.conditional:
