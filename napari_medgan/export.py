@@ -169,20 +169,24 @@ def _synthetic_pairs(loaded, n: int | None, seed: int, conditions: list[Any]):
     import torch
 
     from napari_medgan.tasks import TASKS
-    from napari_medgan.training.inference import generate, synthesize_from
+    from napari_medgan.training.inference import generate, image_stage, synthesize_from
 
     model = loaded.model
     check_pairs(model, loaded.path)
-    if TASKS[model.task].outputs_labels:
+    # label maps given to a two-stage pair model go through its image stage alone
+    from_maps = not TASKS[model.task].outputs_labels or \
+        (bool(conditions) and image_stage(loaded) is not None)
+    if not from_maps:
         if conditions:
             raise ExportError(f"{loaded.path}: a joint model draws its own label maps; "
-                              "conditions are for label2image models")
+                              "conditions are for label2image and two-stage (twostage3d) "
+                              "models")
         if n is None or int(n) < 1:
             raise ExportError(f"n: a joint model needs a sample count >= 1, got {n!r}")
         images, labels = generate(loaded, int(n), seed=int(seed))
         for i, (img, lab) in enumerate(zip(images, labels)):
             yield img, lab, {"sample_index": i, "condition": None}
-    else:  # the label maps are the conditions
+    else:  # the label maps are the conditions (of the model, or of its image stage)
         if not conditions:
             raise ExportError(f"{loaded.path}: a label2image model needs label maps "
                               "(conditions) to synthesize images from")

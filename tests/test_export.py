@@ -185,9 +185,31 @@ def test_label2image_images_take_the_label_maps_geometry(label2image_run, tmp_pa
     assert all(c["kind"] == "synthetic" and c["step"] == 1 for c in cases)
 
 
+def test_a_two_stage_model_exports_its_samples_or_its_image_stage_on_given_maps(tmp_path):
+    """Without label maps a two-stage model exports pairs it draws; with them, each map and
+    the image its stage 2 draws for it, in the map's geometry."""
+    from napari_medgan.training.inference import load_generator, synthesize_from
+
+    run = _train(tmp_path / "ts", "twostage3d", "joint")
+    drawn = export_nnunet_dataset(tmp_path / "a", checkpoint=run, n=2, device="cpu")
+    assert drawn["dataset_json"]["numTraining"] == 2
+    assert [c["condition"] for c in drawn["manifest"]["cases"]] == [None, None]
+    _, lab = make_head_phantom((16, 20, 24), spacing=(2.0, 2.5, 3.0), seed=3)
+    given = export_nnunet_dataset(tmp_path / "b", checkpoint=run, n=None, conditions=[lab],
+                                  device="cpu")
+    assert check_nnunet_dataset(given["dataset_dir"]) == []
+    (case, image, label), = _pairs(given["dataset_dir"])
+    assert np.array_equal(np.asarray(label.dataobj).transpose(2, 1, 0), lab.array)
+    assert np.allclose(image.affine, lab.affine_ras(), atol=1e-4)
+    expected = synthesize_from(load_generator(run, device="cpu"), lab).array
+    np.testing.assert_allclose(np.asarray(image.dataobj).transpose(2, 1, 0), expected,
+                               rtol=1e-4, atol=1e-4)
+    assert given["manifest"]["cases"][0]["condition"] == lab.source
+
+
 def test_models_and_inputs_that_cannot_make_pairs(joint_run, label2image_run, tmp_path):
     _, lab = make_head_phantom((16, 16, 16), seed=1)
-    with pytest.raises(ExportError, match="conditions are for label2image"):
+    with pytest.raises(ExportError, match="conditions are for label2image and two-stage"):
         export_nnunet_dataset(tmp_path, checkpoint=joint_run, n=1, conditions=[lab])
     with pytest.raises(ExportError, match="sample count"):
         export_nnunet_dataset(tmp_path, checkpoint=joint_run, n=None)
