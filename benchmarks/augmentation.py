@@ -166,12 +166,14 @@ def main(argv=None) -> int:
             scores = segment_scores(sets, test_pairs, num_classes, args.seg_steps, args.seed)
             quality = summarize_report(evaluate_sets(real_img + test_pairs[0], syn_img,
                                                      seed=args.seed))
-            a, b, c = (scores[k]["mean_dice"] for k in list(sets)[:3])
+            a, b, c = (scores[k]["mean_dice"]
+                       for k in ("(a) real", "(b) synthetic", "(c) real + synthetic"))
             records[family] = {"gan_steps": steps, "gan_seconds": round(gan_seconds, 1),
                                "segmenter": scores, "ratio_b_to_a": b / a if a else None,
                                "c_minus_a": c - a, "set_metrics": quality}
             if staged is not None:
-                b2, c2 = (scores[k]["mean_dice"] for k in list(sets)[3:])
+                b2, c2 = (scores[k]["mean_dice"]
+                          for k in ("(b2) stage 2, real maps", "(c2) real + stage 2"))
                 records[family].update(ratio_b2_to_a=b2 / a if a else None, c2_minus_a=c2 - a)
 
     print(f"\n{'family':<16} {'(a) real':>9} {'(b) syn':>9} {'b/a':>6} {'(c) r+s':>9} "

@@ -145,14 +145,16 @@ def generate(loaded: LoadedModel, n: int, seed: int = 0, reference: Volume | Non
     return images, labels
 
 
-def make_condition(loaded: LoadedModel, volume: Volume, mask: Volume | None = None):
+def make_condition(loaded: LoadedModel, volume: Volume, mask: Volume | None = None,
+                   task: str | None = None):
     """Build the generator input for a whole volume at inference time.
 
     Returns ``(condition (1, C, D, H, W), grid)``, where ``grid`` is the volume
     whose geometry the output takes. Unlike training, nothing is degraded here:
-    the user's volume *is* the noisy / low-resolution / masked input.
+    the user's volume *is* the noisy / low-resolution / masked input. ``task`` is the
+    model's own unless given (``label2image`` for a pair model's :func:`image_stage`).
     """
-    task = loaded.model.task
+    task = task or loaded.model.task
     if TASKS[task].condition == "labels":
         from napari_medgan.data.datasets import condition_from_volume
 
@@ -273,13 +275,10 @@ def synthesize_from(loaded: LoadedModel, volume: Volume, mask: Volume | None = N
         raise ValueError(f"{loaded.path}: model {loaded.model.name} is unconditional; "
                          "use generate() with a sample count")
     if stage is not None:
-        from napari_medgan.data.datasets import condition_from_volume
-
         task, generator, flips = "label2image", stage, False
-        cond, grid = condition_from_volume(task, volume, loaded.model), volume
     else:
         task, generator, flips = loaded.model.task, loaded.generator, flip_ensemble
-        cond, grid = make_condition(loaded, volume, mask)
+    cond, grid = make_condition(loaded, volume, mask, task=task)
     out = run_windows(generator, cond.to(loaded.device), loaded.model.patch_size,
                       overlap=overlap, sw_batch_size=sw_batch_size, progress=progress,
                       flips=flips)

@@ -11,10 +11,11 @@ formula alone:
    while it is cut and converted, one on a GPU.
 3. **Activations** (measured): the run's own training step (:class:`Trainer`, same family,
    task, width, precision, memory format, gradient checkpointing) at the two largest sizes
-   within :data:`MEASURE_LIMIT` (:data:`SCALES`) with the run's batch up to 2, in a fresh process on the same device: peak RSS on the CPU
-   (``/proc/self/status`` VmHWM), ``torch.cuda.max_memory_allocated`` on a GPU. Minus the
-   state and batch at those sizes, the rest is fitted as ``a + b * voxels`` (``voxels``: what the
-   step processes, :func:`memory_voxels`) and scaled to the target size and batch.
+   within :data:`MEASURE_LIMIT` (:data:`SCALES`) with the run's batch up to 2, in a fresh
+   process on the same device: peak RSS on the CPU (``/proc/self/status`` VmHWM),
+   ``torch.cuda.max_memory_allocated`` on a GPU. Minus the state and batch at those sizes,
+   the rest is fitted as ``a + b * voxels`` (``voxels``: what the step processes,
+   :func:`memory_voxels`) and scaled to the target size and batch.
 4. **Data** (exact, CPU only): the training volumes held in memory.
 
 ``benchmarks/memory.py`` checks the estimate against the measured peak of the real step.
