@@ -33,9 +33,10 @@ from types import ModuleType
 from torch import nn
 
 from napari_medgan.models import dcgan3d, hagan3d, pix2pix3d, twostage3d
+from napari_medgan.models.blocks import on_meta_device
 
 __all__ = ["MODELS", "build_generator", "build_discriminator", "channels_for", "get_model",
-           "patch_shape", "register_model"]
+           "on_meta_device", "patch_shape", "register_model"]
 
 #: model name (``ModelConfig.name``) -> module implementing it.
 MODELS: dict[str, ModuleType] = {}

@@ -18,13 +18,64 @@ initialisation, same state-dict entries), so weights move between the two forms 
 
 from __future__ import annotations
 
+import contextlib
+import threading
 from collections import OrderedDict
 
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.nn.utils import parametrizations
+from torch.overrides import TorchFunctionMode
 
-__all__ = ["UpsampleConv3d", "resize_kernel", "upsample_block"]
+__all__ = ["UpsampleConv3d", "on_meta_device", "resize_kernel", "spectral_norm",
+           "upsample_block"]
+
+_shapes_only = threading.local()
+
+
+class _NoRandomValuesOnMeta(TorchFunctionMode):
+    """Meta tensors hold no values, so drawing random ones into them is a no-op; torch does
+    it through its Python references, whose first use imports ``torch._dynamo``."""
+
+    SKIPPED = (torch.Tensor.normal_, nn.init.normal_, nn.init.trunc_normal_,
+               nn.init.kaiming_normal_, nn.init.xavier_normal_)
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        kwargs = kwargs or {}
+        if func in self.SKIPPED:
+            tensor = args[0] if args else kwargs.get("tensor")
+            if isinstance(tensor, torch.Tensor) and tensor.is_meta:
+                return tensor
+        return func(*args, **kwargs)
+
+
+@contextlib.contextmanager
+def on_meta_device():
+    """Networks built inside have shapes but no memory (the meta device): for counting
+    parameters and checking a checkpoint's sizes before anything is allocated.
+
+    Random initialisers are skipped and :func:`spectral_norm` is left out there: it adds no
+    parameters (the weight becomes ``parametrizations.weight.original``, plus two vectors),
+    and torch runs its power iteration and shape check on meta tensors through Python
+    references whose first use imports ``torch._dynamo``, about a second and a thousand
+    modules whose import holds the GIL for 100-170 ms at a time against napari's GUI thread
+    while a run sets up."""
+    before = getattr(_shapes_only, "active", False)
+    _shapes_only.active = True
+    try:
+        with torch.device("meta"), _NoRandomValuesOnMeta():
+            yield
+    finally:
+        _shapes_only.active = before
+
+
+def spectral_norm(module: nn.Module) -> nn.Module:
+    """``module`` with spectral normalisation of its weight (Miyato et al., ICLR 2018;
+    torch's parametrization), except in networks built by :func:`on_meta_device`."""
+    if getattr(_shapes_only, "active", False):
+        return module
+    return parametrizations.spectral_norm(module)
 
 
 def _expand_axis(w: torch.Tensor, dim: int) -> torch.Tensor:

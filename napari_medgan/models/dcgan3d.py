@@ -24,8 +24,8 @@ import math
 
 import torch
 from torch import nn
-from torch.nn.utils.parametrizations import spectral_norm as _spectral_norm
 
+from napari_medgan.models.blocks import spectral_norm as _spectral_norm
 from napari_medgan.models.blocks import upsample_block
 from napari_medgan.tasks import FAMILIES, get_task
 

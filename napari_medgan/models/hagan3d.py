@@ -27,8 +27,8 @@ import math
 import torch
 import torch.nn.functional as F
 from torch import nn
-from torch.nn.utils.parametrizations import spectral_norm as _spectral_norm
 
+from napari_medgan.models.blocks import spectral_norm as _spectral_norm
 from napari_medgan.models.blocks import upsample_block
 from napari_medgan.models.dcgan3d import _init_dcgan
 from napari_medgan.tasks import FAMILIES, get_task

@@ -38,8 +38,8 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 from torch import nn
-from torch.nn.utils.parametrizations import spectral_norm as _spectral_norm
 
+from napari_medgan.models.blocks import spectral_norm as _spectral_norm
 from napari_medgan.models.checks import check_input
 from napari_medgan.models.residual_unet3d import ResidualUNet3D
 from napari_medgan.models.spade3d import SPADEGenerator3D

@@ -59,6 +59,9 @@ PICKLE_SUFFIXES = (".pt", ".pth", ".ckpt", ".pkl", ".pickle")
 _REF = "__tensor__"
 _STEP_RE = re.compile(r"^step-(\d+)$")
 _LEFTOVER_RE = re.compile(r"^\.(.+)\.(tmp|old|del)-[A-Za-z0-9_]+$")
+# spectral norm's entries in a state dict: the weight it normalises, its power-iteration vectors
+_SPECTRAL_WEIGHT = re.compile(r"\.parametrizations\.weight\.original$")
+_SPECTRAL_VECTOR = re.compile(r"\.parametrizations\.weight\.0\._[uv]$")
 # Optimizer state entries that must have their parameter's shape (Adam, SGD, RMSprop, Adagrad...).
 _PARAM_SHAPED = {"exp_avg", "exp_avg_sq", "max_exp_avg_sq", "momentum_buffer", "square_avg", "sum"}
 
@@ -404,9 +407,11 @@ class Checkpoint:
         """``build()`` a network and load module ``name`` into it, checking first on the
         meta device (no memory) that every shape matches the stored weights: a config
         edited to 100000 channels is refused before anything that size is allocated."""
-        with torch.device("meta"):
+        from napari_medgan.models import on_meta_device
+
+        with on_meta_device():
             skeleton = build()
-        self._check_shapes(name, skeleton.state_dict(), strict=True)
+        self._check_shapes(name, skeleton.state_dict(), strict=True, meta=True)
         del skeleton
         module = build()
         self.load_module(name, module)
@@ -449,9 +454,14 @@ class Checkpoint:
         except (RuntimeError, KeyError) as exc:
             raise CheckpointError(f"{bad}: {exc}") from None
 
-    def _check_shapes(self, name: str, expected: dict, strict: bool) -> None:
-        """Shapes and dtypes of module ``name``'s stored tensors against ``expected``."""
+    def _check_shapes(self, name: str, expected: dict, strict: bool, meta: bool = False) -> None:
+        """Shapes and dtypes of module ``name``'s stored tensors against ``expected``; with
+        ``meta``, ``expected`` comes from :func:`~napari_medgan.models.on_meta_device`,
+        which leaves spectral norm out: its stored weights are compared as plain ones."""
         saved = self.module_state(name)
+        if meta:
+            saved = OrderedDict((_SPECTRAL_WEIGHT.sub(".weight", k), v)
+                                for k, v in saved.items() if not _SPECTRAL_VECTOR.search(k))
         bad = f"{self.path}: incompatible with the model config: {name}"
         for key, value in expected.items():
             if key in saved and tuple(saved[key].shape) != tuple(value.shape):

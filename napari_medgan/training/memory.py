@@ -89,9 +89,9 @@ def state_bytes(cfg, device_type: str) -> int:
     """Bytes training keeps per run for ``cfg``'s networks (see the module docstring):
     generator x5 (weights, gradients, two Adam moments, EMA), discriminator x4, and on the
     CPU the divergence snapshot (generator x4: weights, EMA, moments; discriminator x3)."""
-    from napari_medgan.models import build_discriminator, build_generator
+    from napari_medgan.models import build_discriminator, build_generator, on_meta_device
 
-    with torch.device("meta"):
+    with on_meta_device():
         g = sum(p.numel() for p in build_generator(cfg).parameters())
         d = sum(p.numel() for p in build_discriminator(cfg).parameters())
     per_g, per_d = (9, 7) if device_type == "cpu" else (5, 4)

@@ -825,10 +825,9 @@ class Trainer:
         out = self._ema_output()
         if self.config.model.conditional:
             return float((out - self.fixed_target).abs().mean())
-        from scipy.stats import wasserstein_distance
+        from napari_medgan.metrics.wasserstein import wasserstein_1d
 
-        return float(wasserstein_distance(out[:, 0].flatten().numpy(),
-                                          self.fixed_real.flatten().numpy()))
+        return wasserstein_1d(out[:, 0].numpy(), self.fixed_real.numpy())
 
     def _save(self, kind: str) -> Iterator[ev.Event]:
         yield from self._keep_finite_weights()
