@@ -46,6 +46,7 @@ class TickRecorder:
         self.ticks: list[float] = []
         self.sched: list[tuple[int, int]] = []  # GUI thread's (on-CPU ns, runqueue ns) per tick
         self.worker_at: dict[float, str] = {}  # tick ending a long gap -> training code there
+        self.gui_at: dict[float, str] = {}  # tick starting a long gap -> GUI code stuck there
         self.timer = QTimer()
         self.timer.setTimerType(Qt.TimerType.PreciseTimer)
         self.timer.setInterval(interval_ms)
@@ -63,13 +64,35 @@ class TickRecorder:
 
         self.ticks = [time.perf_counter()]
         self.sched = [gui_thread_schedstat()]
+        self.gui_at = {}
+        watching = threading.Event()
+        watchdog = threading.Thread(target=self._watch, args=(watching,), daemon=True)
+        watching.set()
+        watchdog.start()
         self.timer.start()
         end = time.monotonic() + timeout
         while not done() and time.monotonic() < end:
             QApplication.processEvents()
             time.sleep(0.001)
         self.timer.stop()
+        watching.clear()
+        watchdog.join()
         return summarize(np.diff(self.ticks) * 1000.0)
+
+    def _watch(self, watching: threading.Event) -> None:
+        """Where the GUI thread is once it has missed ticks for 40 ms: sampled from another
+        thread, which gets to run only when the GIL is free, so a sample means the GUI
+        thread was waiting for something else (an import lock, I/O, a Qt call)."""
+        gui = threading.main_thread().ident
+        sampled = None
+        while watching.is_set():
+            time.sleep(0.005)
+            last = self.ticks[-1]
+            if time.perf_counter() - last > 0.04 and sampled != last:
+                sampled = last
+                frame = sys._current_frames().get(gui)
+                if frame is not None:
+                    self.gui_at[last] = innermost(frame, 4)
 
 
 def gui_thread_schedstat() -> tuple[int, int]:
@@ -96,6 +119,13 @@ def training_thread_code() -> str:
             where = [s for s in stack[::-1][:3] if s not in ours] + ours
             return " < ".join(f"{Path(s.filename).name}:{s.lineno} {s.name}" for s in where)
     return "(no training thread)"
+
+
+def innermost(frame, n: int) -> str:
+    import traceback
+
+    return " < ".join(f"{Path(s.filename).name}:{s.lineno} {s.name}"
+                      for s in traceback.extract_stack(frame)[::-1][:n])
 
 
 def summarize(gaps_ms: np.ndarray) -> dict:
@@ -144,7 +174,7 @@ def gc_marks(marks: list):
 
 
 def explain_gaps(ticks: list[float], marks: list, first_step: float | None,
-                 worker_at: dict, sched: list, n: int = 8) -> list:
+                 worker_at: dict, sched: list, gui_at: dict, n: int = 8) -> list:
     """The ``n`` longest gaps, each with the GUI-thread work that overlapped it."""
     gaps = np.diff(ticks)
     rows = []
@@ -161,7 +191,8 @@ def explain_gaps(ticks: list[float], marks: list, first_step: float | None,
                      "gui_thread_ms": {"on_cpu": round(on_cpu, 1),
                                        "waiting_for_a_core": round(waiting, 1),
                                        "blocked_or_idle": round(gap_ms - on_cpu - waiting, 1)},
-                     "training_thread_after": worker_at.get(t1, "")})
+                     "training_thread_after": worker_at.get(t1, ""),
+                     "gui_thread_during": gui_at.get(t0, "")})
     return rows
 
 
@@ -223,7 +254,7 @@ def train_once(widget, recorder: TickRecorder, run_dir: str) -> dict:
         "plot_redraws": widget.plot.draws - draws_before,
         "longest_gaps": explain_gaps(recorder.ticks, marks,
                                      first_step[0] if first_step else None,
-                                     recorder.worker_at, recorder.sched),
+                                     recorder.worker_at, recorder.sched, recorder.gui_at),
         "handler_worst_ms": {k: round(max(v), 1) for k, v in handler_ms.items()},
         "handler_median_ms": {k: round(float(np.median(v)), 1) for k, v in handler_ms.items()},
         "preview_handler_ms": [round(v, 1) for v in handler_ms.get("PreviewEvent", [])],

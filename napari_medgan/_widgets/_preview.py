@@ -8,6 +8,8 @@ mid-training (benchmarks/ui_latency.py), so it is done at the click instead.
 
 from __future__ import annotations
 
+from collections import OrderedDict
+from collections.abc import Callable
 from functools import partial
 
 import numpy as np
@@ -19,7 +21,7 @@ from napari_medgan.tasks import TASKS
 
 PREVIEW = "GAN preview"
 PLACEHOLDER = "medgan_placeholder"  # metadata flag of a preview layer still waiting for data
-STAGGER_MS = 30  # between showing one placeholder and the next (see show_preview)
+STAGGER_MS = 30  # between one piece of preview work and the next (see show_preview)
 
 
 def add_placeholders(viewer, model) -> bool:
@@ -62,37 +64,97 @@ def _drawn(model, step: int | None = None) -> dict:
                            "training preview", step=step)
 
 
-def show_preview(viewer, event, fit_view: bool = False) -> None:
-    """Put the first sample of ``event`` into the preview layers (data, geometry, contrast).
+class Turns:
+    """GUI-thread work done one piece per turn of the event loop, ``STAGGER_MS`` apart, in
+    order. A piece added under a key replaces a waiting piece with the same key (a newer
+    preview's data supersedes an older one's that has not been put yet)."""
 
-    Placeholders are shown afterwards, one per turn of the event loop (``STAGGER_MS``
-    apart): a layer's first draw (its shaders linked, under software OpenGL) and the
-    viewer's reaction cost 10-25 ms each on a loaded 2-core machine, and shown together
-    with this handler's work they froze the viewer for 55 ms (benchmarks/ui_latency.py).
+    def __init__(self, parent=None) -> None:
+        self.pieces: OrderedDict = OrderedDict()
+        self.timer = QTimer(parent)
+        self.timer.setInterval(STAGGER_MS)
+        self.timer.timeout.connect(self._next)
+
+    def add(self, pieces: list[tuple[tuple, Callable]]) -> None:
+        for key, piece in pieces:
+            self.pieces.pop(key, None)
+            self.pieces[key] = piece
+        if not self.timer.isActive():
+            self.timer.start()
+            self._next()  # the first piece now
+
+    def flush(self) -> None:
+        """Do every waiting piece now (the run has ended)."""
+        self.timer.stop()
+        while self.pieces:
+            self.pieces.popitem(last=False)[1]()
+
+    def _next(self) -> None:
+        if not self.pieces:
+            self.timer.stop()
+            return
+        self.pieces.popitem(last=False)[1]()
+
+
+def show_preview(viewer, event, fit_view: bool = False, turns: Turns | None = None) -> None:
+    """Put the first sample of ``event`` into the preview layers (data, geometry, contrast),
+    make the placeholders among them visible, and fit the camera when ``fit_view``.
+
+    With ``turns`` (the Train dock's), one piece of work per turn of the event loop: each
+    changed part of a layer's geometry, its data, then each placeholder made visible, then
+    the camera. Every one of them makes napari recompute the viewer's dimensions and
+    re-slice (20-35 ms on a loaded 2-core machine), and a layer's first draw (shaders
+    linked, under software OpenGL) costs 10-25 ms; done in one handler, the first preview
+    froze the viewer for 45-80 ms (benchmarks/ui_latency.py). Without ``turns``, all now.
     """
-    shown = 0
     pairs = [(event.volumes, PREVIEW), (event.labels, f"{PREVIEW} labels"),
              (event.conditions, f"{PREVIEW} condition")]
-    for volumes, name in pairs:
-        if not volumes:
-            continue
-        waiting = name not in viewer.layers or viewer.layers[name].metadata.get(PLACEHOLDER)
-        old = viewer.layers[name].metadata.get(PROVENANCE_KEY) or {} \
-            if name in viewer.layers else {}
-        model = str(old.get("model", "")).removesuffix(" (training preview)") or None
-        # a condition is the model's input (cut from the training data), not its output
-        record = _drawn(model, event.step) if name != f"{PREVIEW} condition" else \
-            make_provenance("derived", method="training condition", step=event.step)
-        layer = update_volume_layer(viewer, volumes[0], name, visible=False)
-        if not volumes[0].is_label:
-            layer.reset_contrast_limits()
-        layer.metadata = {**{k: v for k, v in layer.metadata.items() if k != PLACEHOLDER},
-                          PROVENANCE_KEY: record}
-        if waiting:
-            shown += 1
-            QTimer.singleShot(STAGGER_MS * shown, partial(setattr, layer, "visible", True))
+    pairs = [(volumes[0], name) for volumes, name in pairs if volumes]
+    # placeholders (or layers the user removed) are shown once filled; others keep the
+    # visibility the user gave them
+    waiting = [name for _, name in pairs
+               if name not in viewer.layers or viewer.layers[name].metadata.get(PLACEHOLDER)]
+    pieces = []
+    for volume, name in pairs:
+        if name in viewer.layers:  # a placeholder's geometry changes once, at the first preview
+            layer, wanted = viewer.layers[name], volume.to_layer_kwargs()
+            pieces += [((key, name), partial(_set_geometry, viewer, name, key, wanted[key]))
+                       for key in ("scale", "translate")
+                       if not np.allclose(getattr(layer, key), wanted[key])]
+        pieces.append((("data", name), partial(_put, viewer, volume, name, event.step)))
+    pieces += [(("show", name), partial(_show, viewer, name)) for name in waiting]
     if fit_view:
-        QTimer.singleShot(STAGGER_MS * (shown + 1), viewer.reset_view)
+        pieces.append((("fit",), viewer.reset_view))
+    if turns is None:
+        for _, piece in pieces:
+            piece()
+    else:
+        turns.add(pieces)
+
+
+def _set_geometry(viewer, name: str, key: str, value) -> None:
+    if name in viewer.layers and not np.allclose(getattr(viewer.layers[name], key), value):
+        setattr(viewer.layers[name], key, value)
+
+
+def _put(viewer, volume, name: str, step: int) -> None:
+    """One preview layer's data, geometry, contrast and provenance (from ``step``)."""
+    old = viewer.layers[name].metadata.get(PROVENANCE_KEY) or {} \
+        if name in viewer.layers else {}
+    model = str(old.get("model", "")).removesuffix(" (training preview)") or None
+    # a condition is the model's input (cut from the training data), not its output
+    record = _drawn(model, step) if name != f"{PREVIEW} condition" else \
+        make_provenance("derived", method="training condition", step=step)
+    layer = update_volume_layer(viewer, volume, name, visible=False)
+    if not volume.is_label:
+        layer.reset_contrast_limits()
+    layer.metadata = {**{k: v for k, v in layer.metadata.items() if k != PLACEHOLDER},
+                      PROVENANCE_KEY: record}
+
+
+def _show(viewer, name: str) -> None:
+    if name in viewer.layers:
+        viewer.layers[name].visible = True
 
 
 def remove_placeholders(viewer) -> None:

@@ -32,7 +32,12 @@ from napari_medgan._widgets._common import (
     spin,
 )
 from napari_medgan._widgets._plot import LossPlot
-from napari_medgan._widgets._preview import add_placeholders, remove_placeholders, show_preview
+from napari_medgan._widgets._preview import (
+    Turns,
+    add_placeholders,
+    remove_placeholders,
+    show_preview,
+)
 from napari_medgan._widgets._remember import remember
 from napari_medgan._widgets._run import (
     TrainingRun,
@@ -67,6 +72,7 @@ class TrainWidget(QWidget):
         self.run: TrainingRun | None = None
         self.checkpoint: str | None = None
         self._fit_view = False
+        self._preview_turns = Turns(self)  # preview work, one piece per event-loop turn
         self._live: dict[str, TrainingRun] = {}  # for the destroyed hook, which can't hold self
         self.destroyed.connect(partial(shutdown_on_destroy, self._live))
         form = QFormLayout()
@@ -330,7 +336,7 @@ class TrainWidget(QWidget):
                            f"({event.seconds:.2f} s/step{eta})"
                            + (f"\n{self._progress}" if self._progress else ""))
         elif isinstance(event, ev.PreviewEvent) and event.volumes:
-            show_preview(self.viewer, event, self._fit_view)
+            show_preview(self.viewer, event, self._fit_view, self._preview_turns)
             self._fit_view = False
         elif isinstance(event, ev.CheckpointEvent) and event.kind != "best":
             self.checkpoint = event.path
@@ -358,6 +364,7 @@ class TrainWidget(QWidget):
         if run is not None:
             run.release()
         release_memory()  # nothing holds the trainer now: its cached GPU memory goes back
+        self._preview_turns.flush()  # the last preview, if it is not all in yet
         remove_placeholders(self.viewer)  # those that never got a preview (error, early stop)
         self.plot.redraw()
         self._set_running(False)

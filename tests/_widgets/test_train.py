@@ -133,7 +133,7 @@ def test_tiny_training_runs_to_the_end(make_napari_viewer, qtbot, tmp_path):
 def test_preview_placeholders_leave_the_users_selection_alone(make_napari_viewer, qtbot):
     """Start adds hidden preview layers; napari would select them and show their controls
     in place of the layer the user is working on (and repaint for it mid-click)."""
-    from napari_medgan._widgets._preview import PREVIEW, add_placeholders, show_preview
+    from napari_medgan._widgets._preview import PREVIEW, Turns, add_placeholders, show_preview
     from napari_medgan.config import ModelConfig
     from napari_medgan.io import Volume
 
@@ -145,14 +145,46 @@ def test_preview_placeholders_leave_the_users_selection_alone(make_napari_viewer
     names = {layer.name for layer in viewer.layers}
     assert {PREVIEW, f"{PREVIEW} labels"} <= names and other in viewer.layers
     assert viewer.layers.selection == {mine} and viewer.layers.selection.active is mine
-    image = np.random.default_rng(0).random((16, 16, 16)).astype(np.float32)
-    head = Volume(image, spacing=(2.0, 2.0, 2.0))
-    labels = Volume((image > 0.5).astype(np.uint8), spacing=(2.0, 2.0, 2.0), is_label=True)
-    show_preview(viewer, ev.PreviewEvent(step=2, volumes=[head], labels=[labels]))
+    rng = np.random.default_rng(0)
+
+    def preview(step):
+        image = rng.random((16, 16, 16)).astype(np.float32)
+        return (Volume(image, spacing=(2.0, 2.0, 2.0), origin=(4.0, 0.0, -2.0)),
+                Volume((image > 0.5).astype(np.uint8), spacing=(2.0, 2.0, 2.0),
+                       origin=(4.0, 0.0, -2.0), is_label=True))
+
+    turns = Turns()
+    first, later = preview(2), preview(3)
+    show_preview(viewer, ev.PreviewEvent(step=2, volumes=[first[0]], labels=[first[1]]),
+                 turns=turns)
     shown = [viewer.layers[PREVIEW], viewer.layers[f"{PREVIEW} labels"]]
-    assert not any(layer.visible for layer in shown)  # one per turn of the event loop
-    qtbot.waitUntil(lambda: all(layer.visible for layer in shown), timeout=5_000)
+    # one piece per turn of the event loop: only the image's new spacing is in so far
+    assert tuple(shown[0].scale) == (2.0, 2.0, 2.0) and tuple(shown[1].scale) == (1, 1, 1)
+    assert not shown[0].data.any() and not any(layer.visible for layer in shown)
+    # a newer preview replaces the older one's waiting pieces: its data is what stays
+    show_preview(viewer, ev.PreviewEvent(step=3, volumes=[later[0]], labels=[later[1]]),
+                 turns=turns)
+    qtbot.waitUntil(lambda: all(layer.visible for layer in shown) and not turns.pieces,
+                    timeout=5_000)
+    for layer, volume in zip(shown, later):
+        assert np.array_equal(layer.data, volume.array)
+        # volumes are (x, y, z) in mm, layers (z, y, x)
+        assert tuple(layer.scale) == (2, 2, 2) and tuple(layer.translate) == (-2, 0, 4)
+        assert layer.metadata["medgan_provenance"]["step"] == 3
     assert viewer.layers.selection.active is mine
+
+
+def test_preview_without_turns_is_put_at_once(make_napari_viewer):
+    from napari_medgan._widgets._preview import PREVIEW, add_placeholders, show_preview
+    from napari_medgan.config import ModelConfig
+    from napari_medgan.io import Volume
+
+    viewer = make_napari_viewer()
+    add_placeholders(viewer, ModelConfig(patch_size=16))
+    head = Volume(np.full((16, 16, 16), 7.0, np.float32), spacing=(1.5, 1.5, 3.0))
+    show_preview(viewer, ev.PreviewEvent(step=4, volumes=[head]), fit_view=True)
+    layer = viewer.layers[PREVIEW]
+    assert layer.visible and (layer.data == 7.0).all() and tuple(layer.scale) == (3, 1.5, 1.5)
 
 
 def test_pause_resume_and_stop_mid_run(make_napari_viewer, qtbot, tmp_path):
