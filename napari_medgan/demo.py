@@ -26,18 +26,20 @@ DEMO_TEST_PHANTOMS, DEMO_TEST_SEED = 8, 20_000
 
 
 def demo_config(out: str | Path, steps: int | None = None, seed: int = 0) -> RunConfig:
-    """Settings chosen to learn recognisable heads at 32^3 on two CPU cores in ~3-4 minutes
-    (``benchmarks/augmentation.py`` trains its ``twostage3d-joint`` with exactly these)."""
+    """Settings chosen to learn recognisable heads at 64^3 (3.6 mm) on two CPU cores in
+    under five minutes, the whole demo included (``benchmarks/augmentation.py`` trains its
+    ``twostage3d-joint`` with these at its own 32^3 grid)."""
     return RunConfig(
-        # The phantom is a distribution: 256 fresh draws leave nothing to over-fit, so the
+        # The phantom is a distribution: 128 fresh draws leave nothing to over-fit, so the
         # augmentation meant for small real datasets is off and every step teaches anatomy.
-        data=DataConfig(source="phantom", phantom_count=256, phantom_size=32, preset="mr"),
-        model=ModelConfig(name="twostage3d", task="joint", patch_size=32, channels=16,
-                          latent_dim=64),
+        data=DataConfig(source="phantom", phantom_count=128, phantom_size=64, preset="mr"),
+        # Stage 1 draws the label map on the 32^3 grid (label_scale 2), 8x fewer voxels;
+        # stage 2 draws the 64^3 image from its upsampled map.
+        model=ModelConfig(name="twostage3d", task="joint", patch_size=64, channels=16,
+                          latent_dim=64, label_scale=2),
         # Batch 4, not 8: within the fixed budget a slow machine then takes twice the steps
-        # on the same number of heads (on a 2-core VM at 0.29 s/step: 694-770 steps and a
-        # segmenter ratio of 0.86-0.89 with the ventricles drawn, against 440 steps, 0.67
-        # and no ventricles at batch 8; benchmarks/README.md).
+        # on the same number of heads (on a 2-core VM: 518-575 steps and a segmenter ratio
+        # of 0.83-0.92; at batch 8, 335 steps and 0.68; benchmarks/README.md).
         train=TrainConfig(steps=steps or DEMO_STEPS, batch_size=4, lr_g=2e-4, lr_d=2e-4,
                           augment=False, seed=seed, device="auto", log_every=100,
                           preview_every=10**9, checkpoint_every=500),
