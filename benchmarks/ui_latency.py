@@ -248,6 +248,7 @@ def train_once(widget, recorder: TickRecorder, run_dir: str) -> dict:
         # imported while the run set up: their import holds the GIL for up to 200 ms
         "modules_imported": sorted({m.split(".")[0] for m in set(sys.modules) - modules_before}),
         "modules_imported_count": len(set(sys.modules) - modules_before),
+        "modules_imported_names": sorted(set(sys.modules) - modules_before)[:60],
         "start_click_ms": round(start_click_ms, 1),
         "training_wall_s": round(wall, 1),
         "median_step_s": round(float(np.median(steps)), 3) if steps else None,
@@ -269,6 +270,8 @@ def main() -> None:
                         help="training runs in one viewer; the worst gap of all is reported")
     parser.add_argument("--baseline-seconds", type=float, default=3.0)
     parser.add_argument("--tag", default="", help="appended to the result file's name")
+    parser.add_argument("--no-warm-up", action="store_true",
+                        help="the dock does not warm up (imports on the first run, as before)")
     args = parser.parse_args()
 
     import os
@@ -288,7 +291,22 @@ def main() -> None:
 
     image, _ = make_head_phantom((args.patch,) * 3, seed=3)
     add_volume_layer(viewer, image, "head")
+    if args.no_warm_up:
+        from napari_medgan._widgets import _train
+
+        _train.warm_up_in_background = lambda: None
+    recorder = TickRecorder()
+    t0 = time.perf_counter()
     _, widget = viewer.window.add_plugin_dock_widget("napari-medgan", "Train GAN")
+    dock_open_ms = (time.perf_counter() - t0) * 1000
+    # the dock's warm-up thread (imports a first run would do) while the user fills the form
+    from napari_medgan.training.warmup import warm_up_thread
+
+    warm_up = None
+    if not args.no_warm_up:
+        warm_up = recorder.record_until(
+            lambda: warm_up_thread() is not None and not warm_up_thread().is_alive(), 120)
+        warm_up["seconds"] = round(time.perf_counter() - t0, 1)
     d = widget.session.dataset
     d.source, d.phantom_count, d.phantom_size, d.patch_size = "phantom", 8, args.patch, args.patch
     widget.steps.setValue(args.steps)
@@ -296,7 +314,6 @@ def main() -> None:
     widget.device.setCurrentText("cpu")
     widget.start_from.setCurrentIndex(0)
 
-    recorder = TickRecorder()
     recorder.record_until(lambda: False, 1.0)  # warm-up: first paints, plugin imports
     from qtpy.QtWidgets import QScrollArea
 
@@ -320,6 +337,8 @@ def main() -> None:
         "settings": {"steps": args.steps, "patch": args.patch, "batch_size": widget.batch.value(),
                      "channels": widget.channels.value(), "preview_every": 10,
                      "timer_interval_ms": 10, "repeats": args.repeats},
+        "dock_open_ms": round(dock_open_ms, 1),
+        "warm_up": warm_up,
         "baseline": baseline,
         "worst_gap_ms_of_all_runs": worst,
         "worst_gap_ms_per_run": [r["training"]["worst_gap_ms"] for r in runs],
@@ -341,6 +360,9 @@ def main() -> None:
             "training", "load_average_before", "handler_worst_ms", "longest_gaps",
             "median_step_s")}}, indent=1))
     print(f"wrote {out}")
+    if warm_up is not None:
+        print(f"dock opened in {dock_open_ms:.0f} ms; its warm-up took {warm_up['seconds']} s, "
+              f"worst UI gap meanwhile {warm_up['worst_gap_ms']} ms")
     print(f"worst UI gap: baseline {baseline['worst_gap_ms']} ms, during training "
           f"{worst} ms, worst of {args.repeats} runs {result['worst_gap_ms_per_run']} "
           f"(target <= 50 ms); load average {result['load_average_per_run']}")

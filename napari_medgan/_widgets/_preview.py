@@ -71,11 +71,16 @@ class Turns:
 
     def __init__(self, parent=None) -> None:
         self.pieces: OrderedDict = OrderedDict()
+        self.when_done: list[Callable] = []  # called once the last piece has been drawn
         self.timer = QTimer(parent)
         self.timer.setInterval(STAGGER_MS)
         self.timer.timeout.connect(self._next)
 
-    def add(self, pieces: list[tuple[tuple, Callable]]) -> None:
+    def add(self, pieces: list[tuple[tuple, Callable]], then: Callable | None = None) -> None:
+        """Queue ``pieces``; ``then`` runs a turn after the last of them (once napari has
+        drawn it), or at :meth:`flush`."""
+        if then is not None:
+            self.when_done.append(then)
         for key, piece in pieces:
             self.pieces.pop(key, None)
             self.pieces[key] = piece
@@ -88,15 +93,23 @@ class Turns:
         self.timer.stop()
         while self.pieces:
             self.pieces.popitem(last=False)[1]()
+        self._done()
 
     def _next(self) -> None:
         if not self.pieces:
             self.timer.stop()
+            self._done()
             return
         self.pieces.popitem(last=False)[1]()
 
+    def _done(self) -> None:
+        done, self.when_done = self.when_done, []
+        for then in done:
+            then()
 
-def show_preview(viewer, event, fit_view: bool = False, turns: Turns | None = None) -> None:
+
+def show_preview(viewer, event, fit_view: bool = False, turns: Turns | None = None,
+                 then: Callable | None = None) -> None:
     """Put the first sample of ``event`` into the preview layers (data, geometry, contrast),
     make the placeholders among them visible, and fit the camera when ``fit_view``.
 
@@ -106,6 +119,7 @@ def show_preview(viewer, event, fit_view: bool = False, turns: Turns | None = No
     re-slice (20-35 ms on a loaded 2-core machine), and a layer's first draw (shaders
     linked, under software OpenGL) costs 10-25 ms; done in one handler, the first preview
     froze the viewer for 45-80 ms (benchmarks/ui_latency.py). Without ``turns``, all now.
+    ``then`` is called once the preview is in (with ``turns``, a turn after its last piece).
     """
     pairs = [(event.volumes, PREVIEW), (event.labels, f"{PREVIEW} labels"),
              (event.conditions, f"{PREVIEW} condition")]
@@ -128,8 +142,10 @@ def show_preview(viewer, event, fit_view: bool = False, turns: Turns | None = No
     if turns is None:
         for _, piece in pieces:
             piece()
+        if then is not None:
+            then()
     else:
-        turns.add(pieces)
+        turns.add(pieces, then)
 
 
 def _set_geometry(viewer, name: str, key: str, value) -> None:

@@ -6,6 +6,18 @@ from __future__ import annotations
 import gc
 import threading
 
+# how long the training thread waits for the viewer to catch up before it goes on
+HANDOVER_S = 0.5
+
+
+def shown_by_the_viewer(event) -> bool:
+    """Events the dock turns into viewer work (preview layers, a notification): after each,
+    and after Start, the training thread waits until the viewer has drawn it."""
+    from napari_medgan.training import events as ev
+
+    return (isinstance(event, ev.PreviewEvent) and bool(event.volumes)) or \
+        (isinstance(event, ev.MessageEvent) and event.level != "progress")
+
 from superqt.utils import GeneratorWorker
 
 
@@ -18,6 +30,12 @@ class TrainingRun:
         self.slots: list = []
         self.threads: int | None = None  # torch threads of the training thread
         self.error: Exception | None = None  # what the trainer raised, if it did
+        # set by the dock once the viewer has drawn what Start or an event asked of it
+        # (shown_by_the_viewer): until then, for at most HANDOVER_S, the training thread
+        # leaves the GIL and the cores to the viewer, whose layer updates, notifications
+        # and repaints otherwise wait on it (10-30 ms more per stall)
+        self.viewer_caught_up = threading.Event()
+        self.handover = True  # off once no viewer follows the run (shutdown)
 
     def events(self):
         """The worker's generator: the trainer's own event iterator, passed through."""
@@ -30,9 +48,15 @@ class TrainingRun:
         self.threads = torch.get_num_threads()
         _QuietGC.begin()
         events, setting_up = self.trainer.run(), True
+        self.viewer_caught_up.wait(HANDOVER_S)  # the Start click's layers and repaint
         try:
             for event in events:
+                handover = self.handover and shown_by_the_viewer(event)
+                if handover:
+                    self.viewer_caught_up.clear()
                 yield event
+                if handover:
+                    self.viewer_caught_up.wait(HANDOVER_S)
                 if setting_up and isinstance(event, ev.StepEvent):
                     setting_up = False
                     _QuietGC.set_up()
@@ -56,6 +80,8 @@ class TrainingRun:
             except (TypeError, RuntimeError):
                 pass
         self.slots.clear()
+        self.handover = False  # no viewer is drawing for it any more
+        self.viewer_caught_up.set()
         self.trainer.stop()
         if not self.started.is_set():  # queued but never ran: nothing to save
             GeneratorWorker.quit(self.worker)

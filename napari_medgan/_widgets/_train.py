@@ -15,6 +15,7 @@ from qtpy.QtWidgets import (
     QHBoxLayout,
     QLabel,
     QLineEdit,
+    QProgressBar,
     QPushButton,
     QVBoxLayout,
     QWidget,
@@ -33,6 +34,7 @@ from napari_medgan._widgets._common import (
 )
 from napari_medgan._widgets._plot import LossPlot
 from napari_medgan._widgets._preview import (
+    STAGGER_MS,
     Turns,
     add_placeholders,
     remove_placeholders,
@@ -56,6 +58,7 @@ from napari_medgan.config import (
     field_help,
 )
 from napari_medgan.training.console import RemainingTime, format_duration
+from napari_medgan.training.warmup import warm_up_in_background
 
 START_FROM = ("scratch", "fine-tune from checkpoint", "resume run folder")
 START_TIP = "Start training with these settings"
@@ -75,6 +78,9 @@ class TrainWidget(QWidget):
         self._preview_turns = Turns(self)  # preview work, one piece per event-loop turn
         self._live: dict[str, TrainingRun] = {}  # for the destroyed hook, which can't hold self
         self.destroyed.connect(partial(shutdown_on_destroy, self._live))
+        # a fresh process's first run imports ~1000 modules: done once the dock is up, while
+        # the user fills in the form, they no longer stall napari as the run starts
+        QTimer.singleShot(0, warm_up_in_background)
         form = QFormLayout()
         self.model = combo(MODEL_TASKS, self._on_model_changed)
         self.task = combo((), self._on_task_changed)
@@ -139,6 +145,10 @@ class TrainWidget(QWidget):
             buttons.addWidget(b)
         self.status = QLabel("idle")
         self.status.setWordWrap(True)
+        # the run's progress in the dock, not napari's activity dock: adding a bar there
+        # lays out and repaints the whole window as the run sets up (a 40-80 ms stall)
+        self.progress = QProgressBar()
+        self.progress.setVisible(False)
         self._step_text, self._step_shown = "", 0.0  # the latest step line, when last shown
         self._step_timer = QTimer(self)
         self._step_timer.setSingleShot(True)
@@ -154,6 +164,7 @@ class TrainWidget(QWidget):
         layout = QVBoxLayout(scrolling_body(self))
         for part in (form, buttons):
             layout.addLayout(part)
+        layout.addWidget(self.progress)
         layout.addWidget(self.status)
         layout.addWidget(self.plot)
         layout.addStretch(1)
@@ -218,7 +229,6 @@ class TrainWidget(QWidget):
         self.out.edit.setText(run.out)
         self.run = TrainingRun(Trainer(run, *volumes), run.train.steps)
         make = thread_worker(self.run.events, worker_class=TrainWorker, start_thread=False,
-                             progress={"total": run.train.steps, "desc": "Training GAN"},
                              connect={"errored": self._on_error})
         worker = self.run.worker = make()
         worker.handle = self.run
@@ -234,9 +244,14 @@ class TrainWidget(QWidget):
 
             self.show_record(run.out, until=checkpoint_step(run.out) or 0)
         self._progress, self._losses, self._eta = "", "", RemainingTime()
+        self.progress.setRange(0, run.train.steps)
+        self.progress.setValue(0)
+        self.progress.setFormat("step %v / %m")
+        self.progress.setVisible(True)
         self._say(f"starting: {run.model.name}/{run.model.task} -> {run.out}")
         self._set_running(True)
         worker.start()
+        self._caught_up_after_a_turn()  # the training thread sets up once this is drawn
 
     def show_record(self, folder: str, until: int | None = None) -> dict | None:
         """Draw a run folder's loss curve from its training record (``history.jsonl``) and
@@ -275,12 +290,10 @@ class TrainWidget(QWidget):
 
     def _show_paused(self, paused: bool) -> None:
         """Say "paused" where one looks: the button, the status line (bold, and kept there
-        as a step still in flight arrives) and the bar in napari's activity dock."""
+        as a step still in flight arrives) and the progress bar."""
         self.pause_btn.setText("Resume" if paused else "Pause")
         self.status.setStyleSheet("font-weight: bold" if paused else "")
-        pbar = getattr(self.run.worker, "pbar", None) if self.run else None
-        if pbar is not None:
-            pbar.set_description("Training GAN (paused)" if paused else "Training GAN")
+        self.progress.setFormat("paused at step %v / %m" if paused else "step %v / %m")
 
     def _paused_line(self) -> str:
         return f"PAUSED at step {self.run.trainer.step}: click Resume to go on"
@@ -323,9 +336,7 @@ class TrainWidget(QWidget):
 
         if isinstance(event, ev.StepEvent):
             self.plot.add(event.step, event.losses)
-            pbar = getattr(self.run.worker, "pbar", None) if self.run else None
-            if pbar is not None and event.step > pbar.n:
-                pbar.update(event.step - pbar.n)
+            self.progress.setValue(event.step)  # repaints the bar alone: no layout
             if event.losses:  # read at log intervals; between them the last read stays
                 self._losses = "  ".join(f"{k} {v:.3g}" for k, v in event.losses.items()
                                          if k != "R1")
@@ -336,7 +347,8 @@ class TrainWidget(QWidget):
                            f"({event.seconds:.2f} s/step{eta})"
                            + (f"\n{self._progress}" if self._progress else ""))
         elif isinstance(event, ev.PreviewEvent) and event.volumes:
-            show_preview(self.viewer, event, self._fit_view, self._preview_turns)
+            shown = self.run.viewer_caught_up.set if self.run is not None else None
+            show_preview(self.viewer, event, self._fit_view, self._preview_turns, then=shown)
             self._fit_view = False
         elif isinstance(event, ev.CheckpointEvent) and event.kind != "best":
             self.checkpoint = event.path
@@ -344,6 +356,7 @@ class TrainWidget(QWidget):
             self._progress = event.text
         elif isinstance(event, ev.MessageEvent):
             (show_warning if event.level == "warning" else show_info)(event.text)
+            self._caught_up_after_a_turn()
         elif isinstance(event, ev.DoneEvent):
             # the final checkpoint (DoneEvent.checkpoint may name the "best" alias)
             self.checkpoint = self.checkpoint or event.checkpoint
@@ -351,6 +364,12 @@ class TrainWidget(QWidget):
             self.session.checkpoint = self.checkpoint
             self._say(f"{event.reason} at step {event.step}; checkpoint {self.checkpoint}")
             self.session.changed.emit("run")
+
+    def _caught_up_after_a_turn(self) -> None:
+        """Tell the training thread, a turn of the event loop from now (the viewer has
+        drawn what was just asked of it), that it may go on (see ``TrainingRun``)."""
+        if self.run is not None:
+            QTimer.singleShot(STAGGER_MS, self.run.viewer_caught_up.set)
 
     def _on_error(self, exc: BaseException) -> None:
         self._say(report_error("Training failed", exc))

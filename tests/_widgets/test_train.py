@@ -108,7 +108,7 @@ def test_tiny_training_runs_to_the_end(make_napari_viewer, qtbot, tmp_path):
     # in mm from the start: one layer without units takes them off napari's axes
     assert [str(u) for u in viewer.layers["GAN preview"].units] == ["millimeter"] * 3
     run.worker.yielded.connect(record)
-    pbar = run.worker.pbar
+    assert not widget.progress.isHidden() and widget.progress.maximum() == 4
     _wait_idle(qtbot, widget)
 
     assert kinds.count(ev.StepEvent) == 4 and kinds[-1] is ev.DoneEvent
@@ -125,7 +125,9 @@ def test_tiny_training_runs_to_the_end(make_napari_viewer, qtbot, tmp_path):
     qtbot.waitUntil(lambda: preview.visible, timeout=5_000)  # shown a turn after its data
     # losses are read (one host sync) at log and preview intervals: steps 2 and 4 here
     assert widget.plot.data["G"][0] == [2, 4] and widget.plot.draws >= 1
-    assert pbar.n == 4 and pbar.total == 4  # the activity dock counted steps, not events
+    # the dock's bar counts steps, not events; napari's activity dock holds no bar for it
+    qtbot.waitUntil(lambda: widget.progress.value() == 4, timeout=5_000)
+    assert getattr(run.worker, "pbar", None) is None
     assert run.threads == cpu_training_threads()  # one core left for the viewer
     assert widget.start_btn.isEnabled() and not widget.stop_btn.isEnabled()
 
@@ -153,25 +155,76 @@ def test_preview_placeholders_leave_the_users_selection_alone(make_napari_viewer
                 Volume((image > 0.5).astype(np.uint8), spacing=(2.0, 2.0, 2.0),
                        origin=(4.0, 0.0, -2.0), is_label=True))
 
-    turns = Turns()
+    turns, done = Turns(), []
     first, later = preview(2), preview(3)
     show_preview(viewer, ev.PreviewEvent(step=2, volumes=[first[0]], labels=[first[1]]),
-                 turns=turns)
+                 turns=turns, then=lambda: done.append(2))
     shown = [viewer.layers[PREVIEW], viewer.layers[f"{PREVIEW} labels"]]
     # one piece per turn of the event loop: only the image's new spacing is in so far
     assert tuple(shown[0].scale) == (2.0, 2.0, 2.0) and tuple(shown[1].scale) == (1, 1, 1)
     assert not shown[0].data.any() and not any(layer.visible for layer in shown)
     # a newer preview replaces the older one's waiting pieces: its data is what stays
     show_preview(viewer, ev.PreviewEvent(step=3, volumes=[later[0]], labels=[later[1]]),
-                 turns=turns)
+                 turns=turns, then=lambda: done.append(3))
+    assert done == []
     qtbot.waitUntil(lambda: all(layer.visible for layer in shown) and not turns.pieces,
                     timeout=5_000)
+    qtbot.waitUntil(lambda: done == [2, 3], timeout=5_000)  # a turn after the last piece
     for layer, volume in zip(shown, later):
         assert np.array_equal(layer.data, volume.array)
         # volumes are (x, y, z) in mm, layers (z, y, x)
         assert tuple(layer.scale) == (2, 2, 2) and tuple(layer.translate) == (-2, 0, 4)
         assert layer.metadata["medgan_provenance"]["step"] == 3
     assert viewer.layers.selection.active is mine
+
+
+def test_the_training_thread_waits_for_the_viewer_to_catch_up():
+    """After Start, a preview and a notification, the training thread leaves the GIL and
+    the cores to the viewer until the dock has drawn them, for at most HANDOVER_S; other
+    events do not wait."""
+    import threading
+    import time
+    from types import SimpleNamespace
+
+    from napari_medgan._widgets._run import HANDOVER_S, TrainingRun
+
+    def events():
+        yield ev.PreviewEvent(step=1, volumes=[np.zeros((2, 2, 2))])
+        yield ev.StepEvent(step=2, total=3, losses={}, seconds=0.1, lr_g=1e-4, lr_d=1e-4)
+        yield ev.MessageEvent(step=2, level="progress", text="validation")
+        yield ev.MessageEvent(step=2, level="info", text="a notification")
+        yield ev.DoneEvent(step=3, reason="finished", checkpoint=None)
+
+    trainer = SimpleNamespace(run=events, config=SimpleNamespace(
+        train=SimpleNamespace(device="cuda")))  # cuda: the thread count is left alone
+    run = TrainingRun(trainer, 3)
+    arrived = []
+
+    def consume():
+        for event in run.events():
+            arrived.append((type(event).__name__, time.perf_counter()))
+
+    def held_at(n):  # n events in, and no more for 0.15 s
+        deadline = time.perf_counter() + 5
+        while len(arrived) < n and time.perf_counter() < deadline:
+            time.sleep(0.005)
+        time.sleep(0.15)
+        return len(arrived) == n
+
+    thread = threading.Thread(target=consume)
+    thread.start()
+    assert held_at(0)  # Start's layers not drawn yet: the run does not set up
+    run.viewer_caught_up.set()
+    assert held_at(1) and arrived[0][0] == "PreviewEvent"  # not drawn yet
+    shown_at = time.perf_counter()
+    run.viewer_caught_up.set()  # the dock has drawn it
+    thread.join(10)
+    names = [name for name, _ in arrived]
+    assert names == ["PreviewEvent", "StepEvent", "MessageEvent", "MessageEvent", "DoneEvent"]
+    assert arrived[1][1] >= shown_at
+    assert arrived[2][1] - arrived[1][1] < HANDOVER_S / 2  # a step and a progress line: on
+    # nobody shows the notification: the thread goes on after the bounded wait
+    assert arrived[4][1] - arrived[3][1] >= HANDOVER_S * 0.9
 
 
 def test_preview_without_turns_is_put_at_once(make_napari_viewer):
@@ -197,10 +250,10 @@ def test_pause_resume_and_stop_mid_run(make_napari_viewer, qtbot, tmp_path):
     qtbot.waitUntil(lambda: widget.run.trainer.step >= 1, timeout=60_000)
     widget._on_pause()
     assert widget.run.trainer.paused and widget.pause_btn.text() == "Resume"
-    # paused is visible: the status line (bold), the activity dock's bar
+    # paused is visible: the status line (bold), the progress bar
     assert widget.status.text().startswith("PAUSED at step")
     assert "bold" in widget.status.styleSheet()
-    assert worker.pbar.desc.startswith("Training GAN (paused)")
+    assert widget.progress.text().startswith("paused at step ")
     qtbot.wait(1500)  # a step in flight arrives: the line still says paused
     assert widget.status.text().startswith("PAUSED at step"), widget.status.text()
     step = widget.run.trainer.step
@@ -208,7 +261,7 @@ def test_pause_resume_and_stop_mid_run(make_napari_viewer, qtbot, tmp_path):
     assert widget.run.trainer.step == step  # and it is: no step while paused
     widget._on_pause()
     assert not widget.run.trainer.paused
-    assert "paused" not in worker.pbar.desc and "bold" not in widget.status.styleSheet()
+    assert widget.progress.text().startswith("step ") and "bold" not in widget.status.styleSheet()
     qtbot.waitUntil(lambda: widget.status.text().startswith("step "), timeout=60_000)
     widget._on_stop()
     _wait_idle(qtbot, widget)
