@@ -150,6 +150,7 @@ class TrainWidget(QWidget):
         self.progress = QProgressBar()
         self.progress.setVisible(False)
         self._step_text, self._step_shown = "", 0.0  # the latest step line, when last shown
+        self._step_value = 0  # the latest step, for the progress bar
         self._step_timer = QTimer(self)
         self._step_timer.setSingleShot(True)
         self._step_timer.timeout.connect(self._show_step)
@@ -244,6 +245,7 @@ class TrainWidget(QWidget):
 
             self.show_record(run.out, until=checkpoint_step(run.out) or 0)
         self._progress, self._losses, self._eta = "", "", RemainingTime()
+        self._step_value = 0
         self.progress.setRange(0, run.train.steps)
         self.progress.setValue(0)
         self.progress.setFormat("step %v / %m")
@@ -321,6 +323,9 @@ class TrainWidget(QWidget):
             self._step_timer.start(int(wait * 1000) + 1)
 
     def _show_step(self) -> None:
+        # QProgressBar.setValue repaints at once (a synchronous paint of the dock, which
+        # then waits for the GIL): once per shown line, not once per step
+        self.progress.setValue(self._step_value)
         if not self._step_text:
             return
         paused = self.run is not None and self.run.trainer is not None and \
@@ -336,7 +341,7 @@ class TrainWidget(QWidget):
 
         if isinstance(event, ev.StepEvent):
             self.plot.add(event.step, event.losses)
-            self.progress.setValue(event.step)  # repaints the bar alone: no layout
+            self._step_value = event.step
             if event.losses:  # read at log intervals; between them the last read stays
                 self._losses = "  ".join(f"{k} {v:.3g}" for k, v in event.losses.items()
                                          if k != "R1")
@@ -386,6 +391,7 @@ class TrainWidget(QWidget):
         self._preview_turns.flush()  # the last preview, if it is not all in yet
         remove_placeholders(self.viewer)  # those that never got a preview (error, early stop)
         self.plot.redraw()
+        self.progress.setValue(self._step_value)  # the last step, however the run ended
         self._set_running(False)
 
     def _set_running(self, running: bool) -> None:

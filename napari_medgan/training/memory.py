@@ -229,7 +229,12 @@ def _measuring_run(run, model) -> dict:
 
 
 def _measure_in_subprocess(runs: list[dict], device: str) -> list[int]:
-    code = ("import json, sys, torch\n"
+    # at a lower priority: it is background work, and on a 2-core machine it otherwise takes
+    # the core napari's GUI thread needs (a 48 ms stall while the Train dock's run set up)
+    code = ("import os\n"
+            "if hasattr(os, 'nice'):\n"
+            "    os.nice(10)\n"
+            "import json, sys, torch\n"
             "from napari_medgan.training.memory import measure_steps\n"
             "torch.set_num_threads(int(sys.argv[2]))\n"
             "runs = json.loads(sys.argv[1])\n"
