@@ -4,10 +4,13 @@ stopped gracefully (final checkpoint, thread joined) however the run ends."""
 from __future__ import annotations
 
 import gc
+import sys
 import threading
 
 # how long the training thread waits for the viewer to catch up before it goes on
 HANDOVER_S = 0.5
+# how often, while a run trains, a thread waiting for the GIL gets it (see _ShortSwitch)
+SWITCH_INTERVAL_S = 0.001
 
 
 def shown_by_the_viewer(event) -> bool:
@@ -47,6 +50,7 @@ class TrainingRun:
         previous = _leave_a_core_for_the_gui(self.trainer.config.train.device)
         self.threads = torch.get_num_threads()
         _QuietGC.begin()
+        _ShortSwitch.begin()
         events, setting_up = self.trainer.run(), True
         self.viewer_caught_up.wait(HANDOVER_S)  # the Start click's layers and repaint
         try:
@@ -68,6 +72,7 @@ class TrainingRun:
         finally:
             events.close()
             _QuietGC.end(setting_up)
+            _ShortSwitch.end()
             if previous is not None:
                 torch.set_num_threads(previous)  # per thread (OpenMP): this pool thread only
             self.finished.set()
@@ -161,6 +166,37 @@ class _QuietGC:
                 gc.enable()
             if cls.runs == 0:
                 gc.unfreeze()
+
+
+class _ShortSwitch:
+    """While a run trains, the interpreter offers the GIL to a waiting thread every
+    ``SWITCH_INTERVAL_S`` instead of every 5 ms (Python's default).
+
+    Between its torch calls the training thread runs Python, and each time napari's GUI
+    thread needs the GIL back (after a Qt or OpenGL call that released it) it waited up to
+    the switch interval: 30-40 ms of a draw's gap. Measured in benchmarks/ui_latency.py (the
+    step time is unchanged: torch releases the GIL inside its operators). The interval is
+    process-wide; the user's is given back when the last run ends.
+    """
+
+    lock = threading.Lock()
+    runs = 0
+    previous = 0.005
+
+    @classmethod
+    def begin(cls) -> None:
+        with cls.lock:
+            if cls.runs == 0:
+                cls.previous = sys.getswitchinterval()
+                sys.setswitchinterval(min(cls.previous, SWITCH_INTERVAL_S))
+            cls.runs += 1
+
+    @classmethod
+    def end(cls) -> None:
+        with cls.lock:
+            cls.runs -= 1
+            if cls.runs == 0:
+                sys.setswitchinterval(cls.previous)
 
 
 def usable_cores() -> int:

@@ -181,12 +181,12 @@ def test_preview_placeholders_leave_the_users_selection_alone(make_napari_viewer
 def test_the_training_thread_waits_for_the_viewer_to_catch_up():
     """After Start, a preview and a notification, the training thread leaves the GIL and
     the cores to the viewer until the dock has drawn them, for at most HANDOVER_S; other
-    events do not wait."""
+    events do not wait. While it trains, the GIL changes hands every 1 ms."""
     import threading
     import time
     from types import SimpleNamespace
 
-    from napari_medgan._widgets._run import HANDOVER_S, TrainingRun
+    from napari_medgan._widgets._run import HANDOVER_S, SWITCH_INTERVAL_S, TrainingRun
 
     def events():
         yield ev.PreviewEvent(step=1, volumes=[np.zeros((2, 2, 2))])
@@ -198,11 +198,13 @@ def test_the_training_thread_waits_for_the_viewer_to_catch_up():
     trainer = SimpleNamespace(run=events, config=SimpleNamespace(
         train=SimpleNamespace(device="cuda")))  # cuda: the thread count is left alone
     run = TrainingRun(trainer, 3)
-    arrived = []
+    arrived, intervals = [], []
+    before = sys.getswitchinterval()
 
     def consume():
         for event in run.events():
             arrived.append((type(event).__name__, time.perf_counter()))
+            intervals.append(sys.getswitchinterval())
 
     def held_at(n):  # n events in, and no more for 0.15 s
         deadline = time.perf_counter() + 5
@@ -225,6 +227,8 @@ def test_the_training_thread_waits_for_the_viewer_to_catch_up():
     assert arrived[2][1] - arrived[1][1] < HANDOVER_S / 2  # a step and a progress line: on
     # nobody shows the notification: the thread goes on after the bounded wait
     assert arrived[4][1] - arrived[3][1] >= HANDOVER_S * 0.9
+    # while it trained, a thread waiting for the GIL got it within 1 ms; then as before
+    assert intervals == [SWITCH_INTERVAL_S] * 5 and sys.getswitchinterval() == before
 
 
 def test_preview_without_turns_is_put_at_once(make_napari_viewer):
