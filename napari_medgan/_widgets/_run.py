@@ -7,6 +7,8 @@ import gc
 import sys
 import threading
 
+from superqt.utils import GeneratorWorker
+
 # how long the training thread waits for the viewer to catch up before it goes on
 HANDOVER_S = 0.5
 # how often, while a run trains, a thread waiting for the GIL gets it (see _ShortSwitch)
@@ -20,8 +22,6 @@ def shown_by_the_viewer(event) -> bool:
 
     return (isinstance(event, ev.PreviewEvent) and bool(event.volumes)) or \
         (isinstance(event, ev.MessageEvent) and event.level != "progress")
-
-from superqt.utils import GeneratorWorker
 
 
 class TrainingRun:
