@@ -11,7 +11,7 @@ from superqt.utils import GeneratorWorker
 
 # how long the training thread waits for the viewer to catch up before it goes on
 HANDOVER_S = 0.5
-# how often, while a run trains, a thread waiting for the GIL gets it (see _ShortSwitch)
+# how often, while a run trains, a thread waiting for the GIL gets it (see _WhileTraining)
 SWITCH_INTERVAL_S = 0.001
 
 
@@ -49,8 +49,7 @@ class TrainingRun:
         self.started.set()
         previous = _leave_a_core_for_the_gui(self.trainer.config.train.device)
         self.threads = torch.get_num_threads()
-        _QuietGC.begin()
-        _ShortSwitch.begin()
+        _WhileTraining.begin()
         events, setting_up = self.trainer.run(), True
         self.viewer_caught_up.wait(HANDOVER_S)  # the Start click's layers and repaint
         try:
@@ -63,7 +62,7 @@ class TrainingRun:
                     self.viewer_caught_up.wait(HANDOVER_S)
                 if setting_up and isinstance(event, ev.StepEvent):
                     setting_up = False
-                    _QuietGC.set_up()
+                    _WhileTraining.set_up()
                 elif isinstance(event, ev.CheckpointEvent):
                     gc.freeze()  # the first save imports SciPy: long-lived too
         except Exception as exc:
@@ -71,8 +70,7 @@ class TrainingRun:
             raise
         finally:
             events.close()
-            _QuietGC.end(setting_up)
-            _ShortSwitch.end()
+            _WhileTraining.end(setting_up)
             if previous is not None:
                 torch.set_num_threads(previous)  # per thread (OpenMP): this pool thread only
             self.finished.set()
@@ -124,26 +122,35 @@ class TrainWorker(GeneratorWorker):
             super().quit()
 
 
-class _QuietGC:
-    """Keep Python's cyclic garbage collector from freezing the viewer during training.
+class _WhileTraining:
+    """Process-wide settings that keep the viewer smooth while any run trains, given back
+    when the last run ends. Measured in benchmarks/ui_latency.py.
 
-    A full (generation 2) collection in a napari process scans ~400 000 objects and
-    holds the GIL for 150-250 ms; the training loop allocates enough to trigger several
-    per run, and its setup imports MONAI, SciPy and torch submodules (more objects).
-    So: freeze what exists (``gc.freeze`` is O(1) and only exempts existing objects),
-    pause automatic collection during setup, freeze again once set up, and give it all
-    back when the last run ends. Measured in benchmarks/ui_latency.py.
+    - Python's cyclic garbage collector: a full (generation 2) collection in a napari
+      process scans ~400 000 objects and holds the GIL for 150-250 ms; the training loop
+      allocates enough to trigger several per run, and its setup imports MONAI, SciPy and
+      torch submodules (more objects). So: freeze what exists (``gc.freeze`` is O(1) and
+      only exempts existing objects), pause automatic collection during setup, freeze
+      again once set up.
+    - The GIL's switch interval, ``SWITCH_INTERVAL_S`` instead of Python's 5 ms: between
+      its torch calls the training thread runs Python, and each time napari's GUI thread
+      needs the GIL back (after a Qt or OpenGL call that released it) it waited up to the
+      interval: 30-40 ms of a draw's gap. The step time is unchanged (torch releases the
+      GIL inside its operators).
     """
 
     lock = threading.Lock()
     runs = setting_up = 0
     was_enabled = True
+    switch_interval = 0.005  # the user's, while a run trains
 
     @classmethod
     def begin(cls) -> None:
         with cls.lock:
             if cls.runs == 0:
                 cls.was_enabled = gc.isenabled()
+                cls.switch_interval = sys.getswitchinterval()
+                sys.setswitchinterval(min(cls.switch_interval, SWITCH_INTERVAL_S))
             cls.runs += 1
             cls.setting_up += 1
             gc.freeze()
@@ -166,37 +173,7 @@ class _QuietGC:
                 gc.enable()
             if cls.runs == 0:
                 gc.unfreeze()
-
-
-class _ShortSwitch:
-    """While a run trains, the interpreter offers the GIL to a waiting thread every
-    ``SWITCH_INTERVAL_S`` instead of every 5 ms (Python's default).
-
-    Between its torch calls the training thread runs Python, and each time napari's GUI
-    thread needs the GIL back (after a Qt or OpenGL call that released it) it waited up to
-    the switch interval: 30-40 ms of a draw's gap. Measured in benchmarks/ui_latency.py (the
-    step time is unchanged: torch releases the GIL inside its operators). The interval is
-    process-wide; the user's is given back when the last run ends.
-    """
-
-    lock = threading.Lock()
-    runs = 0
-    previous = 0.005
-
-    @classmethod
-    def begin(cls) -> None:
-        with cls.lock:
-            if cls.runs == 0:
-                cls.previous = sys.getswitchinterval()
-                sys.setswitchinterval(min(cls.previous, SWITCH_INTERVAL_S))
-            cls.runs += 1
-
-    @classmethod
-    def end(cls) -> None:
-        with cls.lock:
-            cls.runs -= 1
-            if cls.runs == 0:
-                sys.setswitchinterval(cls.previous)
+                sys.setswitchinterval(cls.switch_interval)
 
 
 def usable_cores() -> int:
