@@ -8,7 +8,8 @@ import torch
 
 from napari_medgan.config import ModelConfig
 from napari_medgan.models import build_discriminator, build_generator
-from napari_medgan.models.twostage3d import TwoStageGenerator3D, one_hot, stage2_crop
+from napari_medgan.models.twostage3d import (TwoStageGenerator3D, one_hot, sampled_map,
+                                             stage2_crop)
 from napari_medgan.training import events as ev
 from napari_medgan.training.checkpoint import load_checkpoint
 from napari_medgan.training.inference import generate, load_generator
@@ -45,6 +46,26 @@ def test_training_pass_runs_both_stages_and_the_critics_judge_both():
     torch.testing.assert_close(probs.sum(1), torch.ones(2, 16, 16, 16))
     logits_labels, logits_pair = d(real_labels, torch.cat([real_labels, image], 1))
     assert logits_labels.shape == (2, 1) and logits_pair.shape[0] == 2
+
+
+@pytest.mark.parametrize("scale", [1, 2])
+def test_the_label_critic_judges_the_sampled_map_and_its_gradient_reaches_stage_one(scale):
+    torch.manual_seed(0)
+    g = build_generator(_cfg(label_scale=scale, patch_size=16 * scale))
+    z = g.sample_latent(2)
+    probs = g.labels(z)
+    judged = sampled_map(probs, scale)
+    with torch.no_grad():
+        drawn = g(z)[:, 1:]  # the one-hot map of a sample
+    # the critic's input is that very map (pooled to stage 1's grid as the real maps are),
+    # not the soft probabilities
+    expected = drawn if scale == 1 else torch.nn.functional.avg_pool3d(drawn, scale)
+    torch.testing.assert_close(judged, expected)
+    assert not torch.allclose(judged, probs)
+    # straight-through: the critic's verdict still trains the generator
+    (judged * torch.randn_like(judged)).sum().backward()
+    grads = [p.grad for p in g.labels.parameters() if p.grad is not None]
+    assert grads and any(float(q.abs().sum()) > 0 for q in grads)
 
 
 def test_bad_settings_name_what_is_wrong():
