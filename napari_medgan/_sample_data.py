@@ -84,7 +84,7 @@ def make_t1_sample() -> list[tuple]:
 
 def make_pretrained_sample() -> list[tuple]:
     """A head drawn by the pretrained model that ships with the plugin (seed 0): the
-    synthetic image and its tissue label map, on the phantom's 32^3 grid. Open
+    synthetic image and its tissue label map, on the phantom's 64^3 grid. Open
     *Synthesize & Compare* to draw more (it starts with this model chosen)."""
     from napari_medgan._reader import volume_to_layer_data
     from napari_medgan.pretrained import PRETRAINED_HEAD

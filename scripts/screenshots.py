@@ -136,11 +136,11 @@ def run_tour(viewer, out: Path, steps: int, run_dir: str) -> None:
     # ---- Synthesize & Compare: samples next to a real head, same contrast, PSNR/SSIM,
     # and the set metrics of the three samples against two real heads
     for seed, name in ((101, "real head 2"), (100, "real head")):
-        image, _ = make_head_phantom((32, 32, 32), seed=seed, modality="mr")
+        image, _ = make_head_phantom((64, 64, 64), seed=seed, modality="mr")
         add_volume_layer(viewer, image, name,
                          metadata=provenance_metadata("real", source=f"head phantom, seed {seed}"))
     dock, sy = open_widget(viewer, "Synthesize & Compare", dock)
-    # the shipped pretrained model (4000 steps), not the 150-step run trained above
+    # the shipped pretrained model (3000 steps at 64^3), not the 150-step run trained above
     sy.checkpoint.edit.setText(str(PRETRAINED_HEAD))
     sy._on_checkpoint_changed()
     sy.reference.set_layer("real head")

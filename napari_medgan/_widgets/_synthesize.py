@@ -70,6 +70,10 @@ class SynthesizeWidget(QWidget):
         super().__init__()
         self.viewer, self.session = napari_viewer, session_for(napari_viewer)
         self.loaded: tuple | None = None  # (path as typed, LoadedModel), once read
+        self._loading: str | None = None  # the path being read in a thread
+        # Synthesize was clicked before this path's model had loaded: which of the inputs
+        # (Condition, Image from labels) the model reads is known once it has
+        self._synthesize_when_loaded: str | None = None
         self.synthetic: list[str] = []  # layer names from the last synthesis (model output)
         self.baselines: list[str] = []  # classical-baseline layer names, same synthesis
         self._saved: LayerLook | None = None  # the layers' look before "Side by side"
@@ -176,16 +180,32 @@ class SynthesizeWidget(QWidget):
 
     def _on_checkpoint_changed(self) -> None:
         path = self.checkpoint.path()
-        if path and (self.loaded is None or self.loaded[0] != path):
+        if path and (self.loaded is None or self.loaded[0] != path) and path != self._loading:
+            self._loading = path
             run_in_thread(_load, path, returned=self._on_loaded,
-                          errored=lambda exc: self.model_info.setText(f"cannot load: {exc}"))
+                          errored=lambda exc: self._on_load_failed(path, exc))
+
+    def _on_load_failed(self, path: str, exc: Exception) -> None:
+        if self._loading == path:
+            self._loading = None
+        self.model_info.setText(f"cannot load: {exc}")
+        if self._synthesize_when_loaded == path:
+            self._synthesize_when_loaded = None
+            self.status.setText(report_error("Synthesize", exc))
+            self.synth_btn.setEnabled(True)
 
     def _on_loaded(self, result) -> None:
         from napari_medgan.baselines import BASELINES
         from napari_medgan.training.inference import image_stage
 
-        if result[0] != self.checkpoint.path():
-            return  # the path changed while this one was loading
+        if self._loading == result[0]:
+            self._loading = None
+        if result[0] != self.checkpoint.path():  # the path changed while this one loaded
+            if self._synthesize_when_loaded == result[0]:
+                self._synthesize_when_loaded = None
+                self.status.setText("the model changed while it loaded: click Synthesize again")
+                self.synth_btn.setEnabled(True)
+            return
         self.loaded, loaded = result, result[1]
         m = loaded.model
         self.model_info.setText(f"{m.name}/{m.task}, step {loaded.step}, patch {m.patch_size}^3")
@@ -203,12 +223,23 @@ class SynthesizeWidget(QWidget):
         self.show_baseline.setToolTip(
             f"{m.task} is judged against {' and '.join(names)}: add them as layers next to "
             "the model's result and score them the same way" if names else BASELINE_TIP)
+        if self._synthesize_when_loaded == result[0]:
+            self._synthesize_when_loaded = None
+            self._on_synthesize()
 
     def _on_synthesize(self) -> None:
         path = self.checkpoint.path()
         try:
             if not path:
                 raise ValueError("model: choose a run folder, a checkpoint or a model bundle")
+            if self.loaded is None or self.loaded[0] != path:
+                # the model decides which inputs count (a pair model's label layer, a
+                # conditional model's condition): read them once it has loaded
+                self._synthesize_when_loaded = path
+                self.synth_btn.setEnabled(False)
+                self.status.setText("loading the model...")
+                self._on_checkpoint_changed()
+                return
             condition = self.stage_labels if self._image_stage else self.condition
             names = (self.reference.layer_name(), condition.layer_name(),
                      self.mask.layer_name())
@@ -216,6 +247,7 @@ class SynthesizeWidget(QWidget):
                                for n in names)
         except expected_errors() as exc:
             self.status.setText(report_error("Synthesize", exc))
+            self.synth_btn.setEnabled(True)
             return
         cached = self.loaded[1] if self.loaded and self.loaded[0] == path else None
         self.synth_btn.setEnabled(False)

@@ -1,7 +1,8 @@
 """The model that ships with napari-medgan, so a new user can synthesize before training.
 
-``synthetic-head.zip`` is a model bundle (:mod:`napari_medgan.training.bundle`): dcgan3d,
-image + tissue label map at 32^3 on the built-in head-phantom distribution, trained with
+``synthetic-head.zip`` is a model bundle (:mod:`napari_medgan.training.bundle`): twostage3d,
+a tissue label map and the image computed from it, at 64^3 on the built-in head-phantom
+distribution (the demo's model, 3000 steps), trained with
 ``resources/pretrained_head.yaml`` (the command is in the bundle's model card,
 ``docs/README.md``). It opens under *File > Open Sample > napari-medgan > Synthetic head
 (pretrained)* and is the default model of *Synthesize & Compare*.
