@@ -249,11 +249,11 @@ class SynthesizeWidget(QWidget):
             self.status.setText(report_error("Synthesize", exc))
             self.synth_btn.setEnabled(True)
             return
-        cached = self.loaded[1] if self.loaded and self.loaded[0] == path else None
         self.synth_btn.setEnabled(False)
         self.status.setText("synthesizing...")
         worker = run_in_thread(
-            _synthesize, path, cached, self.count.value(), self.seed.value(), ref, cond, mask,
+            _synthesize, path, self.loaded[1], self.count.value(), self.seed.value(), ref, cond,
+            mask,
             self.show_baseline.isChecked(), self.flip_ensemble.isChecked(),
             returned=self._on_synthesized,
             errored=lambda exc: self.status.setText(report_error("Synthesize", exc)),
@@ -429,12 +429,12 @@ def _synthesize(path, loaded, n, seed, reference, condition, mask, with_baseline
     """Worker: sample (or run the conditional model, averaged over the 8 flips of its input
     with ``flip_ensemble``, and, with ``with_baselines``, its classical baselines), then
     score every image result against the real reference with
-    :func:`napari_medgan.evaluation.judge`."""
+    :func:`napari_medgan.evaluation.judge`. ``loaded`` is ``path``'s model, already read
+    (the dock waits for it before it reads the inputs that model takes)."""
     import numpy as np
 
     from napari_medgan.training.inference import generate, image_stage, synthesize_from
 
-    loaded = loaded or _load(path)[1]
     result = Synthesis(path, loaded, [],
                        reference=reference.source if reference is not None else None,
                        condition=condition.source if condition is not None else None)

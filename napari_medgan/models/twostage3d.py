@@ -213,9 +213,8 @@ def train_step(trainer, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tenso
     """One step of each stage. Stage 1: the non-saturating GAN loss on label maps (real
     one-hot maps against the sampled maps, :func:`sampled_map`). Stage 2: the conditional
     GAN loss on the real label maps with L1 and feature matching, as ``pix2pix3d``
-    label2image. One
-    discriminator update (lazy R1 on both critics), one generator update through the
-    updated critics; the EMA follows. Returns the losses on the device."""
+    label2image. One discriminator update (lazy R1 on both critics), one generator update
+    through the updated critics; the EMA follows. Returns the losses on the device."""
     from napari_medgan.training.device import autocast
     from napari_medgan.training.ema import unwrap, update_ema
     from napari_medgan.training.losses import discriminator_loss, generator_loss
