@@ -16,9 +16,10 @@ Writes ``benchmarks/results/ui_latency-<host>-<date>.json`` (with the hardware)
 and prints the worst gap during training, in ms, as the last line. The JSON also
 says, for the longest gaps, whether they fell in the run's setup or its steps, which
 GUI-thread work overlapped them (event handlers, plot draws, full garbage
-collections) and where the training thread was when the GUI got control back;
-"none" means no plugin work ran on the GUI thread (GIL or CPU contention).
-Under Xvfb, napari draws with software OpenGL, so every repaint costs CPU too.
+collections); "none" means no plugin work ran on the GUI thread (CPU or lock
+contention). The run trains in a child process (``training/process.py``); the
+thread that passes its events to the dock is the only plugin thread in napari's
+process. Under Xvfb, napari draws with software OpenGL, so every repaint costs CPU too.
 """
 
 from __future__ import annotations
@@ -45,7 +46,6 @@ class TickRecorder:
 
         self.ticks: list[float] = []
         self.sched: list[tuple[int, int]] = []  # GUI thread's (on-CPU ns, runqueue ns) per tick
-        self.worker_at: dict[float, str] = {}  # tick ending a long gap -> training code there
         self.gui_at: dict[float, str] = {}  # tick starting a long gap -> GUI code stuck there
         self.timer = QTimer()
         self.timer.setTimerType(Qt.TimerType.PreciseTimer)
@@ -53,10 +53,7 @@ class TickRecorder:
         self.timer.timeout.connect(self._tick)
 
     def _tick(self) -> None:
-        now = time.perf_counter()
-        if self.ticks and now - self.ticks[-1] > 0.03:
-            self.worker_at[now] = training_thread_code()
-        self.ticks.append(now)
+        self.ticks.append(time.perf_counter())
         self.sched.append(gui_thread_schedstat())
 
     def record_until(self, done, timeout: float) -> dict:
@@ -98,27 +95,13 @@ class TickRecorder:
 def gui_thread_schedstat() -> tuple[int, int]:
     """The calling thread's time on a CPU and waiting for one (ns, Linux schedstat): over a
     gap, the first says the GUI thread was working, the second that it was runnable but
-    had no core; the rest it was blocked (the GIL held by the training thread, or idle)."""
+    had no core; the rest it was blocked (a lock, the GIL) or idle."""
     try:
         with open("/proc/thread-self/schedstat") as f:
             on_cpu, waiting, _ = f.read().split()
         return int(on_cpu), int(waiting)
     except (OSError, ValueError):
         return 0, 0
-
-
-def training_thread_code() -> str:
-    """Innermost package frames of the thread running the trainer (if any): after a long
-    gap, where the training thread was when the GUI thread got the GIL back."""
-    import traceback
-
-    for frame in sys._current_frames().values():
-        stack = traceback.extract_stack(frame)
-        if any(s.filename.endswith("trainer.py") for s in stack):
-            ours = [s for s in stack if "napari_medgan" in s.filename][-1:]
-            where = [s for s in stack[::-1][:3] if s not in ours] + ours
-            return " < ".join(f"{Path(s.filename).name}:{s.lineno} {s.name}" for s in where)
-    return "(no training thread)"
 
 
 def innermost(frame, n: int) -> str:
@@ -174,7 +157,7 @@ def gc_marks(marks: list):
 
 
 def explain_gaps(ticks: list[float], marks: list, first_step: float | None,
-                 worker_at: dict, sched: list, gui_at: dict, n: int = 8) -> list:
+                 sched: list, gui_at: dict, n: int = 8) -> list:
     """The ``n`` longest gaps, each with the GUI-thread work that overlapped it."""
     gaps = np.diff(ticks)
     rows = []
@@ -191,7 +174,6 @@ def explain_gaps(ticks: list[float], marks: list, first_step: float | None,
                      "gui_thread_ms": {"on_cpu": round(on_cpu, 1),
                                        "waiting_for_a_core": round(waiting, 1),
                                        "blocked_or_idle": round(gap_ms - on_cpu - waiting, 1)},
-                     "training_thread_after": worker_at.get(t1, ""),
                      "gui_thread_during": gui_at.get(t0, "")})
     return rows
 
@@ -226,6 +208,7 @@ def train_once(widget, recorder: TickRecorder, run_dir: str) -> dict:
     widget._on_start()  # a click: its own latency is reported apart, as start_click_ms
     start_click_ms = (time.perf_counter() - t0) * 1000
     run = widget.run
+    process = run.trainer  # the run's TrainingProcess (the run lets go of it when it ends)
 
     def on_event(event):
         if type(event).__name__ == "StepEvent":
@@ -244,18 +227,21 @@ def train_once(widget, recorder: TickRecorder, run_dir: str) -> dict:
         "training": training,
         "load_average_before": load_before,
         "load_average_after": load_average(),
-        "training_torch_threads": run.threads,
-        # imported while the run set up: their import holds the GIL for up to 200 ms
+        "training_torch_threads": process.threads,
+        "training_priority": process.priority,
+        # imported in napari's process while the run set up (the child's are its own)
         "modules_imported": sorted({m.split(".")[0] for m in set(sys.modules) - modules_before}),
         "modules_imported_count": len(set(sys.modules) - modules_before),
         "modules_imported_names": sorted(set(sys.modules) - modules_before)[:60],
         "start_click_ms": round(start_click_ms, 1),
+        # the child starts, imports torch and the plugin, builds the data and networks
+        "start_to_first_step_s": round(first_step[0] - t0, 1) if first_step else None,
         "training_wall_s": round(wall, 1),
         "median_step_s": round(float(np.median(steps)), 3) if steps else None,
         "plot_redraws": widget.plot.draws - draws_before,
         "longest_gaps": explain_gaps(recorder.ticks, marks,
                                      first_step[0] if first_step else None,
-                                     recorder.worker_at, recorder.sched, recorder.gui_at),
+                                     recorder.sched, recorder.gui_at),
         "handler_worst_ms": {k: round(max(v), 1) for k, v in handler_ms.items()},
         "handler_median_ms": {k: round(float(np.median(v)), 1) for k, v in handler_ms.items()},
         "preview_handler_ms": [round(v, 1) for v in handler_ms.get("PreviewEvent", [])],
@@ -270,8 +256,9 @@ def main() -> None:
                         help="training runs in one viewer; the worst gap of all is reported")
     parser.add_argument("--baseline-seconds", type=float, default=3.0)
     parser.add_argument("--tag", default="", help="appended to the result file's name")
-    parser.add_argument("--no-warm-up", action="store_true",
-                        help="the dock does not warm up (imports on the first run, as before)")
+    parser.add_argument("--no-handover", action="store_true",
+                        help="the training process does not wait for the viewer to draw "
+                             "previews and notifications (an A/B of TrainingProcess.handover)")
     args = parser.parse_args()
 
     import os
@@ -291,22 +278,18 @@ def main() -> None:
 
     image, _ = make_head_phantom((args.patch,) * 3, seed=3)
     add_volume_layer(viewer, image, "head")
-    if args.no_warm_up:
-        from napari_medgan._widgets import _train
+    if args.no_handover:
+        from napari_medgan.training import process as training_process
 
-        _train.warm_up_in_background = lambda: None
+        class NoHandover(training_process.TrainingProcess):
+            def __init__(self, *args, **kwargs):
+                super().__init__(*args, **{**kwargs, "handover": False})
+
+        training_process.TrainingProcess = NoHandover
     recorder = TickRecorder()
     t0 = time.perf_counter()
     _, widget = viewer.window.add_plugin_dock_widget("napari-medgan", "Train GAN")
     dock_open_ms = (time.perf_counter() - t0) * 1000
-    # the dock's warm-up thread (imports a first run would do) while the user fills the form
-    from napari_medgan.training.warmup import warm_up_thread
-
-    warm_up = None
-    if not args.no_warm_up:
-        warm_up = recorder.record_until(
-            lambda: warm_up_thread() is not None and not warm_up_thread().is_alive(), 120)
-        warm_up["seconds"] = round(time.perf_counter() - t0, 1)
     d = widget.session.dataset
     d.source, d.phantom_count, d.phantom_size, d.patch_size = "phantom", 8, args.patch, args.patch
     widget.steps.setValue(args.steps)
@@ -336,9 +319,9 @@ def main() -> None:
         "date": time.strftime("%Y-%m-%dT%H:%M:%S"),
         "settings": {"steps": args.steps, "patch": args.patch, "batch_size": widget.batch.value(),
                      "channels": widget.channels.value(), "preview_every": 10,
-                     "timer_interval_ms": 10, "repeats": args.repeats},
+                     "timer_interval_ms": 10, "repeats": args.repeats,
+                     "handover": not args.no_handover},
         "dock_open_ms": round(dock_open_ms, 1),
-        "warm_up": warm_up,
         "baseline": baseline,
         "worst_gap_ms_of_all_runs": worst,
         "worst_gap_ms_per_run": [r["training"]["worst_gap_ms"] for r in runs],
@@ -358,11 +341,9 @@ def main() -> None:
     for i, r in enumerate(runs):
         print(json.dumps({"run": i, **{k: r[k] for k in (
             "training", "load_average_before", "handler_worst_ms", "longest_gaps",
-            "median_step_s")}}, indent=1))
+            "median_step_s", "start_to_first_step_s")}}, indent=1))
     print(f"wrote {out}")
-    if warm_up is not None:
-        print(f"dock opened in {dock_open_ms:.0f} ms; its warm-up took {warm_up['seconds']} s, "
-              f"worst UI gap meanwhile {warm_up['worst_gap_ms']} ms")
+    print(f"dock opened in {dock_open_ms:.0f} ms")
     print(f"worst UI gap: baseline {baseline['worst_gap_ms']} ms, during training "
           f"{worst} ms, worst of {args.repeats} runs {result['worst_gap_ms_per_run']} "
           f"(target <= 50 ms); load average {result['load_average_per_run']}")

@@ -1,78 +1,35 @@
-"""The training thread of "Train GAN": the trainer's own event iterator in a napari worker,
-stopped gracefully (final checkpoint, thread joined) however the run ends."""
+"""The Train dock's run: a :class:`~napari_medgan.training.process.TrainingProcess` (the
+trainer in a child process) whose events a napari worker thread passes to the dock, stopped
+gracefully (final checkpoint, child ended, thread joined) however the run ends."""
 
 from __future__ import annotations
 
-import gc
-import sys
 import threading
 
 from superqt.utils import GeneratorWorker
 
-# how long the training thread waits for the viewer to catch up before it goes on
-HANDOVER_S = 0.5
-# how often, while a run trains, a thread waiting for the GIL gets it (see _WhileTraining)
-SWITCH_INTERVAL_S = 0.001
-
-
-def shown_by_the_viewer(event) -> bool:
-    """Events the dock turns into viewer work (preview layers, a notification): after each,
-    and after Start, the training thread waits until the viewer has drawn it."""
-    from napari_medgan.training import events as ev
-
-    return (isinstance(event, ev.PreviewEvent) and bool(event.volumes)) or \
-        (isinstance(event, ev.MessageEvent) and event.level != "progress")
-
 
 class TrainingRun:
-    """One training run: the trainer, its worker, and a flag set when the thread leaves it."""
+    """One training run: the training process, its worker, and a flag set when the worker
+    thread leaves it."""
 
     def __init__(self, trainer, total: int) -> None:
         self.trainer, self.total, self.worker = trainer, total, None
         self.started, self.finished = threading.Event(), threading.Event()
         self.slots: list = []
-        self.threads: int | None = None  # torch threads of the training thread
         self.error: Exception | None = None  # what the trainer raised, if it did
-        # set by the dock once the viewer has drawn what Start or an event asked of it
-        # (shown_by_the_viewer): until then, for at most HANDOVER_S, the training thread
-        # leaves the GIL and the cores to the viewer, whose layer updates, notifications
-        # and repaints otherwise wait on it (10-30 ms more per stall)
-        self.viewer_caught_up = threading.Event()
-        self.handover = True  # off once no viewer follows the run (shutdown)
 
     def events(self):
-        """The worker's generator: the trainer's own event iterator, passed through."""
-        import torch
-
-        from napari_medgan.training import events as ev
-
+        """The worker's generator: the training process's events, passed through."""
         self.started.set()
-        previous = _leave_a_core_for_the_gui(self.trainer.config.train.device)
-        self.threads = torch.get_num_threads()
-        _WhileTraining.begin()
-        events, setting_up = self.trainer.run(), True
-        self.viewer_caught_up.wait(HANDOVER_S)  # the Start click's layers and repaint
+        events = self.trainer.run()
         try:
-            for event in events:
-                handover = self.handover and shown_by_the_viewer(event)
-                if handover:
-                    self.viewer_caught_up.clear()
-                yield event
-                if handover:
-                    self.viewer_caught_up.wait(HANDOVER_S)
-                if setting_up and isinstance(event, ev.StepEvent):
-                    setting_up = False
-                    _WhileTraining.set_up()
-                elif isinstance(event, ev.CheckpointEvent):
-                    gc.freeze()  # the first save imports SciPy: long-lived too
+            yield from events
         except Exception as exc:
             self.error = exc
             raise
         finally:
             events.close()
-            _WhileTraining.end(setting_up)
-            if previous is not None:
-                torch.set_num_threads(previous)  # per thread (OpenMP): this pool thread only
             self.finished.set()
 
     def shutdown(self, timeout: float = 120.0) -> bool:
@@ -83,8 +40,6 @@ class TrainingRun:
             except (TypeError, RuntimeError):
                 pass
         self.slots.clear()
-        self.handover = False  # no viewer is drawing for it any more
-        self.viewer_caught_up.set()
         self.trainer.stop()
         if not self.started.is_set():  # queued but never ran: nothing to save
             GeneratorWorker.quit(self.worker)
@@ -92,9 +47,8 @@ class TrainingRun:
         return self.finished.wait(timeout)
 
     def release(self) -> None:
-        """Drop this run's references to its trainer once the thread has left it (napari's
-        activity dock keeps the worker, and the worker this run), so that the networks'
-        memory can go back."""
+        """Drop this run's references once the thread has left it (napari's activity dock
+        keeps the worker, and the worker this run)."""
         if self.worker is not None:
             self.worker.handle = None
         self.trainer = self.worker = self.error = None
@@ -122,60 +76,6 @@ class TrainWorker(GeneratorWorker):
             super().quit()
 
 
-class _WhileTraining:
-    """Process-wide settings that keep the viewer smooth while any run trains, given back
-    when the last run ends. Measured in benchmarks/ui_latency.py.
-
-    - Python's cyclic garbage collector: a full (generation 2) collection in a napari
-      process scans ~400 000 objects and holds the GIL for 150-250 ms; the training loop
-      allocates enough to trigger several per run, and its setup imports MONAI, SciPy and
-      torch submodules (more objects). So: freeze what exists (``gc.freeze`` is O(1) and
-      only exempts existing objects), pause automatic collection during setup, freeze
-      again once set up.
-    - The GIL's switch interval, ``SWITCH_INTERVAL_S`` instead of Python's 5 ms: between
-      its torch calls the training thread runs Python, and each time napari's GUI thread
-      needs the GIL back (after a Qt or OpenGL call that released it) it waited up to the
-      interval: 30-40 ms of a draw's gap. The step time is unchanged (torch releases the
-      GIL inside its operators).
-    """
-
-    lock = threading.Lock()
-    runs = setting_up = 0
-    was_enabled = True
-    switch_interval = 0.005  # the user's, while a run trains
-
-    @classmethod
-    def begin(cls) -> None:
-        with cls.lock:
-            if cls.runs == 0:
-                cls.was_enabled = gc.isenabled()
-                cls.switch_interval = sys.getswitchinterval()
-                sys.setswitchinterval(min(cls.switch_interval, SWITCH_INTERVAL_S))
-            cls.runs += 1
-            cls.setting_up += 1
-            gc.freeze()
-            gc.disable()
-
-    @classmethod
-    def set_up(cls) -> None:
-        with cls.lock:
-            cls.setting_up -= 1
-            gc.freeze()
-            if cls.setting_up == 0 and cls.was_enabled:
-                gc.enable()
-
-    @classmethod
-    def end(cls, setting_up: bool) -> None:
-        with cls.lock:
-            cls.runs -= 1
-            cls.setting_up -= int(setting_up)
-            if cls.setting_up == 0 and cls.was_enabled:
-                gc.enable()
-            if cls.runs == 0:
-                gc.unfreeze()
-                sys.setswitchinterval(cls.switch_interval)
-
-
 def usable_cores() -> int:
     import os
 
@@ -184,35 +84,17 @@ def usable_cores() -> int:
 
 
 def cpu_training_threads() -> int:
-    """Torch threads for CPU training in the viewer: one fewer than the cores, so the GUI
-    thread keeps one (on 2 cores, 2 torch threads made napari stall for 300 ms; see
-    benchmarks/ui_latency.py)."""
+    """Torch threads for CPU training from the viewer: one fewer than the cores, so napari
+    keeps one (see benchmarks/ui_latency.py)."""
     import torch
 
     return max(1, min(torch.get_num_threads(), usable_cores() - 1))
 
 
-def _leave_a_core_for_the_gui(device: str) -> int | None:
-    """Apply :func:`cpu_training_threads` to this thread for CPU runs; return the previous
-    count to restore (OpenMP thread counts are per thread), or None."""
-    import torch
-
-    from napari_medgan.training.device import resolve_device
-
-    try:
-        if resolve_device(device).type != "cpu":
-            return None
-    except ValueError:
-        return None  # the trainer reports the bad device itself
-    previous = torch.get_num_threads()
-    torch.set_num_threads(cpu_training_threads())
-    return previous
-
-
 def drop_frame_locals(exc: BaseException) -> None:
     """Clear the local variables of the frames in ``exc``'s traceback (and its causes'):
-    they hold the trainer and its networks, and a notification keeps ``exc`` for as long
-    as the viewer lives. Files, lines and function names stay for the traceback view."""
+    they hold the run (its process, the last event), and a notification keeps ``exc`` for
+    as long as the viewer lives. Files, lines and function names stay for the traceback view."""
     while exc is not None:
         tb = exc.__traceback__
         while tb is not None:
@@ -223,6 +105,16 @@ def drop_frame_locals(exc: BaseException) -> None:
             tb.tb_frame.f_locals  # noqa: B018 - refreshes a locals dict a formatter cached (3.11)
             tb = tb.tb_next
         exc = exc.__cause__ or exc.__context__
+
+
+def training_threads(device: str) -> int | None:
+    """:func:`cpu_training_threads` for a run on the CPU, None (torch's default) otherwise."""
+    from napari_medgan.training.device import resolve_device
+
+    try:
+        return cpu_training_threads() if resolve_device(device).type == "cpu" else None
+    except ValueError:
+        return None  # the trainer reports the bad device itself
 
 
 def shutdown_on_destroy(live: dict, *_) -> None:

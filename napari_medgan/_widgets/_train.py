@@ -1,7 +1,8 @@
 """The "Train GAN" widget: a form over :class:`~napari_medgan.config.RunConfig` and the
-same :class:`~napari_medgan.training.trainer.Trainer` the CLI uses, run in a napari
-``thread_worker``. Events are turned into plot points, a preview layer updated in
-place, notifications and the remembered checkpoint -- all on the main thread."""
+same :class:`~napari_medgan.training.trainer.Trainer` the CLI uses, run in a child process
+(:class:`~napari_medgan.training.process.TrainingProcess`) whose events a napari
+``thread_worker`` passes on. Events are turned into plot points, a preview layer updated
+in place, notifications and the remembered checkpoint -- all on the main thread."""
 
 from __future__ import annotations
 
@@ -46,6 +47,7 @@ from napari_medgan._widgets._run import (
     TrainWorker,
     drop_frame_locals,
     shutdown_on_destroy,
+    training_threads,
 )
 from napari_medgan.config import (
     LOSSES,
@@ -58,7 +60,6 @@ from napari_medgan.config import (
     field_help,
 )
 from napari_medgan.training.console import RemainingTime, format_duration
-from napari_medgan.training.warmup import warm_up_in_background
 
 START_FROM = ("scratch", "fine-tune from checkpoint", "resume run folder")
 START_TIP = "Start training with these settings"
@@ -78,9 +79,6 @@ class TrainWidget(QWidget):
         self._preview_turns = Turns(self)  # preview work, one piece per event-loop turn
         self._live: dict[str, TrainingRun] = {}  # for the destroyed hook, which can't hold self
         self.destroyed.connect(partial(shutdown_on_destroy, self._live))
-        # a fresh process's first run imports ~1000 modules: done once the dock is up, while
-        # the user fills in the form, they no longer stall napari as the run starts
-        QTimer.singleShot(0, warm_up_in_background)
         form = QFormLayout()
         self.model = combo(MODEL_TASKS, self._on_model_changed)
         self.task = combo((), self._on_task_changed)
@@ -217,7 +215,8 @@ class TrainWidget(QWidget):
             return
         from napari.qt.threading import thread_worker
 
-        from napari_medgan.training.trainer import Trainer, refuse_used_folder
+        from napari_medgan.training.process import TrainingProcess
+        from napari_medgan.training.trainer import refuse_used_folder
 
         try:
             run = self.build_run()
@@ -228,7 +227,9 @@ class TrainWidget(QWidget):
             self._say(report_error("Train GAN", exc))
             return
         self.out.edit.setText(run.out)
-        self.run = TrainingRun(Trainer(run, *volumes), run.train.steps)
+        process = TrainingProcess(run, *volumes, threads=training_threads(run.train.device),
+                                  handover=True)
+        self.run = TrainingRun(process, run.train.steps)
         make = thread_worker(self.run.events, worker_class=TrainWorker, start_thread=False,
                              connect={"errored": self._on_error})
         worker = self.run.worker = make()
@@ -250,10 +251,10 @@ class TrainWidget(QWidget):
         self.progress.setValue(0)
         self.progress.setFormat("step %v / %m")
         self.progress.setVisible(True)
-        self._say(f"starting: {run.model.name}/{run.model.task} -> {run.out}")
+        self._say(f"starting: {run.model.name}/{run.model.task} -> {run.out}\n"
+                  "(the training process imports torch and builds the data first)")
         self._set_running(True)
         worker.start()
-        self._caught_up_after_a_turn()  # the training thread sets up once this is drawn
 
     def show_record(self, folder: str, until: int | None = None) -> dict | None:
         """Draw a run folder's loss curve from its training record (``history.jsonl``) and
@@ -352,8 +353,8 @@ class TrainWidget(QWidget):
                            f"({event.seconds:.2f} s/step{eta})"
                            + (f"\n{self._progress}" if self._progress else ""))
         elif isinstance(event, ev.PreviewEvent) and event.volumes:
-            shown = self.run.viewer_caught_up.set if self.run is not None else None
-            show_preview(self.viewer, event, self._fit_view, self._preview_turns, then=shown)
+            show_preview(self.viewer, event, self._fit_view, self._preview_turns,
+                         then=self._drawn)
             self._fit_view = False
         elif isinstance(event, ev.CheckpointEvent) and event.kind != "best":
             self.checkpoint = event.path
@@ -361,7 +362,7 @@ class TrainWidget(QWidget):
             self._progress = event.text
         elif isinstance(event, ev.MessageEvent):
             (show_warning if event.level == "warning" else show_info)(event.text)
-            self._caught_up_after_a_turn()
+            QTimer.singleShot(STAGGER_MS, self._drawn)  # a turn of the event loop from now
         elif isinstance(event, ev.DoneEvent):
             # the final checkpoint (DoneEvent.checkpoint may name the "best" alias)
             self.checkpoint = self.checkpoint or event.checkpoint
@@ -370,24 +371,20 @@ class TrainWidget(QWidget):
             self._say(f"{event.reason} at step {event.step}; checkpoint {self.checkpoint}")
             self.session.changed.emit("run")
 
-    def _caught_up_after_a_turn(self) -> None:
-        """Tell the training thread, a turn of the event loop from now (the viewer has
-        drawn what was just asked of it), that it may go on (see ``TrainingRun``)."""
-        if self.run is not None:
-            QTimer.singleShot(STAGGER_MS, self.run.viewer_caught_up.set)
+    def _drawn(self) -> None:
+        """The viewer has drawn what the run sent: it may have the cores back."""
+        if self.run is not None and self.run.trainer is not None:
+            self.run.trainer.drawn()
 
     def _on_error(self, exc: BaseException) -> None:
         self._say(report_error("Training failed", exc))
         drop_frame_locals(exc)  # they hold the trainer, and the notification keeps exc
 
     def _on_finished(self) -> None:
-        from napari_medgan.training.device import release_memory
-
         run, self.run = self.run, None
         self._live.pop("run", None)
         if run is not None:
-            run.release()
-        release_memory()  # nothing holds the trainer now: its cached GPU memory goes back
+            run.release()  # the run's memory went back with its process
         self._preview_turns.flush()  # the last preview, if it is not all in yet
         remove_placeholders(self.viewer)  # those that never got a preview (error, early stop)
         self.plot.redraw()

@@ -1,8 +1,9 @@
 """Wasserstein-1 distance between two samples of numbers (numpy only).
 
-The checkpoint figure of unconditional runs is computed in the training thread; importing
-``scipy.stats`` there (about 0.8 s of imports, one of which holds the GIL for ~100 ms)
-stalls napari's GUI thread, so the distance is computed here, as SciPy does it.
+The checkpoint figure of unconditional runs is computed as the run trains; importing
+``scipy.stats`` for it costs about 0.8 s of imports (and, when training ran in a thread of
+napari's process, a ~100 ms stall of its GUI thread), so the distance is computed here, as
+SciPy does it.
 """
 
 from __future__ import annotations
