@@ -34,6 +34,10 @@ class DiskFullError(OSError):
         super().__init__(f"{path}: not written, the disk is full "
                          f"({os.strerror(errno.ENOSPC)}); {advice}")
         self.errno, self.path = errno.ENOSPC, Path(path)
+        self._advice = advice
+
+    def __reduce__(self):  # whole across processes (the Train dock's training process)
+        return type(self), (self.path, self._advice)
 
 
 def is_disk_full(exc: BaseException, where: str | Path | None = None) -> bool:

@@ -262,9 +262,10 @@ class _Failure:
 
     @classmethod
     def of(cls, exc: BaseException) -> _Failure:
-        try:
-            error = pickle.loads(pickle.dumps(exc))  # a custom __init__ may not round-trip
-            error.__traceback__ = None
+        try:  # a custom __init__ may not round-trip, or not to the same message
+            error = pickle.loads(pickle.dumps(exc))
+            if type(error) is not type(exc) or str(error) != str(exc):
+                error = None
         except Exception:
             error = None
         return cls(error, type(exc).__name__, str(exc), "".join(traceback.format_exception(exc)))

@@ -106,6 +106,22 @@ def test_an_error_in_the_child_is_raised_again_with_its_traceback(
     assert process.exitcode == 0  # it ended by itself, after reporting
 
 
+def test_an_error_that_does_not_survive_pickling_comes_back_as_its_message():
+    from napari_medgan.io.atomic import DiskFullError
+    from napari_medgan.training.process import _Failure
+
+    class Odd(Exception):
+        def __init__(self, *, code):
+            super().__init__(f"odd {code}")
+
+    odd = _Failure.of(Odd(code=3)).exception()
+    assert type(odd) is TrainingError and str(odd) == "Odd: odd 3"
+    assert "in the training process" in str(odd.__cause__)
+    full = DiskFullError("/runs/a/checkpoints", advice="free space, then resume")
+    back = _Failure.of(full).exception()  # the disk-full advice, word for word
+    assert type(back) is DiskFullError and str(back) == str(full) and back.path == full.path
+
+
 def test_a_child_that_dies_is_one_line_naming_the_run_to_resume(tmp_path, tiny_run, monkeypatch):
     monkeypatch.setattr(proc, "TRAINER", "_trainers_that_fail:DiesAtStep2")
     process = TrainingProcess(tiny_run(tmp_path / "run", steps=10))
