@@ -98,6 +98,10 @@ class TrainWidget(QWidget):
         self.seed = spin(0, 2**31 - 1, t.seed)
         self.device, self.precision = combo(_devices(), self._on_device_changed), combo(PRECISIONS)
         self.device_info = QLabel()
+        self.device_info.setToolTip(
+            "The run trains in a process of its own at the lowest priority: napari (and "
+            "anything else you run) first, training on the time that is left. "
+            "`napari-medgan train` trains at normal priority.")
         self.memory_check = combo(SWITCHES[1:])
         self.memory_check.setCurrentText(t.memory_check)
         self.out = PathPicker("dir", "auto: ~/napari-medgan-runs/<model>-<time>")

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import pickle
+import statistics
 import subprocess
 import sys
 import textwrap
@@ -12,6 +13,7 @@ import threading
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from napari_medgan.training import events as ev
@@ -82,7 +84,9 @@ def test_with_a_viewer_the_child_waits_until_a_preview_is_drawn(tmp_path, tiny_r
     waited = gaps_after_previews(tmp_path / "nobody draws", say_drawn=False)
     assert len(waited) == 3 and min(waited) >= proc.HANDOVER_S * 0.9
     drawn = gaps_after_previews(tmp_path / "drawn", say_drawn=True)
-    assert len(drawn) == 3 and max(drawn) < proc.HANDOVER_S * 0.6
+    # the same steps, without the wait (medians: a loaded machine slows some steps a lot)
+    assert len(drawn) == 3
+    assert statistics.median(drawn) < statistics.median(waited) - proc.HANDOVER_S * 0.6
 
 
 def test_a_stop_asked_before_the_child_runs_is_carried_out(tmp_path, tiny_run):
@@ -120,6 +124,40 @@ def test_an_error_that_does_not_survive_pickling_comes_back_as_its_message():
     full = DiskFullError("/runs/a/checkpoints", advice="free space, then resume")
     back = _Failure.of(full).exception()  # the disk-full advice, word for word
     assert type(back) is DiskFullError and str(back) == str(full) and back.path == full.path
+
+
+def test_a_jobs_volumes_travel_out_of_band_and_arrive_writable():
+    """napari's process sends the volumes' raw buffers (no copy made holding the lock;
+    benchmarks/send_job.py measures the stall) and the child can work on them in place."""
+    import multiprocessing as mp
+
+    from napari_medgan.io import Volume
+    from napari_medgan.training.process import _recv_job, _send_job
+
+    image = Volume(np.arange(64**3, dtype=np.float32).reshape(64, 64, 64),
+                   spacing=(1.0, 1.5, 2.0), origin=(3.0, -4.0, 5.0))
+    labels = Volume(np.asfortranarray(np.arange(64**3).reshape(64, 64, 64) % 5,
+                                      dtype=np.uint8), spacing=(1.0, 1.5, 2.0), is_label=True)
+    out, into = mp.Pipe(duplex=False)
+    received: list = []
+    reader = threading.Thread(target=lambda: received.append(_recv_job(out)))
+    reader.start()
+    sent: list = []
+    real_send = into.send
+    into.send = lambda obj: (sent.append(obj), real_send(obj))[1]  # the pickled part
+    _send_job(into, ("a job", [image], [labels], None))
+    reader.join(30)
+    head, sizes = sent[0]
+    # the arrays (the geometry's small ones too) went apart from the pickled part
+    assert {64**3, 4 * 64**3} <= set(sizes) and len(head) < 4096
+    name, (image_back,), (labels_back,), none = received[0]
+    assert name == "a job" and none is None and labels_back.is_label
+    for back, sent_volume in ((image_back, image), (labels_back, labels)):
+        assert np.array_equal(back.array, sent_volume.array)
+        assert back.array.dtype == sent_volume.array.dtype and back.array.flags.writeable
+        assert np.array_equal(back.spacing, sent_volume.spacing)
+        assert np.array_equal(back.origin, sent_volume.origin)
+    assert labels_back.array.flags.f_contiguous  # the order kept
 
 
 def test_a_child_that_dies_is_one_line_naming_the_run_to_resume(tmp_path, tiny_run, monkeypatch):
