@@ -7,7 +7,9 @@ distribution (real label maps exist), for each pair-making model family:
 2. draw ``M`` synthetic image + label pairs;
 3. train the same small MONAI 3D U-Net segmenter (``napari_medgan.metrics.segmentation``)
    on (a) ``N`` real pairs, (b) ``N`` synthetic pairs only, (c) ``N`` real + ``M``
-   synthetic pairs, and score each on held-out real phantoms (Dice per class); for a
+   synthetic pairs (crops from pairs drawn uniformly), (c1) the same pairs with half of
+   each batch from the real ones, and score each on held-out real phantoms (Dice per
+   class); for a
    family with an image stage (``twostage3d``), also (b2) / (c2): (b) / (c) with that
    stage's images for the label maps of unseen real phantoms, which says whether the
    pairs lose in their label maps (stage 1) or in their images (stage 2);
@@ -102,14 +104,19 @@ def stage2_pairs(loaded, n: int, seed: int, shape):
             [np.asarray(m.array) for m in maps])
 
 
+def half_real(n_real: int, n_synthetic: int) -> list[float]:
+    """Sampling weights for real + synthetic pairs that draw half the crops from each."""
+    return [0.5 / n_real] * n_real + [0.5 / n_synthetic] * n_synthetic
+
+
 def segment_scores(train_sets: dict, test, num_classes: int, steps: int, seed: int) -> dict:
     from napari_medgan.metrics.segmentation import segmenter_dice
 
     out = {}
-    for name, (images, labels) in train_sets.items():
+    for name, (images, labels, *weights) in train_sets.items():
         t0 = time.perf_counter()
         dice = segmenter_dice(images, labels, test[0], test[1], num_classes, steps=steps,
-                              seed=seed)
+                              seed=seed, weights=weights[0] if weights else None)
         out[name] = {"dice_per_class": [float(d) for d in dice], "mean_dice": float(np.mean(dice)),
                      "n_train": len(images), "seconds": round(time.perf_counter() - t0, 1)}
         print(f"  segmenter on {name:<22} mean Dice {np.mean(dice):.3f}  "
@@ -162,7 +169,10 @@ def main(argv=None) -> int:
             n = args.n_real
             sets = {"(a) real": (real_img, real_lab),
                     "(b) synthetic": (syn_img[:n], syn_lab[:n]),
-                    "(c) real + synthetic": (real_img + syn_img, real_lab + syn_lab)}
+                    "(c) real + synthetic": (real_img + syn_img, real_lab + syn_lab),
+                    # the same pairs, half of each batch's crops from the real ones
+                    "(c1) real + syn, 1:1": (real_img + syn_img, real_lab + syn_lab,
+                                             half_real(len(real_img), len(syn_img)))}
             staged = stage2_pairs(loaded, args.n_synthetic, STAGE2_SEED + args.seed, shape)
             if staged is not None:
                 sets["(b2) stage 2, real maps"] = (staged[0][:n], staged[1][:n])
@@ -172,9 +182,11 @@ def main(argv=None) -> int:
                                                      seed=args.seed))
             a, b, c = (scores[k]["mean_dice"]
                        for k in ("(a) real", "(b) synthetic", "(c) real + synthetic"))
+            c1 = scores["(c1) real + syn, 1:1"]["mean_dice"]
             records[family] = {"gan_steps": steps, "gan_seconds": round(gan_seconds, 1),
                                "segmenter": scores, "ratio_b_to_a": b / a if a else None,
-                               "c_minus_a": c - a, "set_metrics": quality}
+                               "c_minus_a": c - a, "c1_minus_a": c1 - a,
+                               "set_metrics": quality}
             if staged is not None:
                 b2, c2 = (scores[k]["mean_dice"]
                           for k in ("(b2) stage 2, real maps", "(c2) real + stage 2"))
@@ -190,6 +202,9 @@ def main(argv=None) -> int:
               f"{q.get('diversity_ratio') or float('nan'):>9.3f} "
               f"{q.get('intensity_wasserstein') or float('nan'):>8.4g} "
               f"{q['memorized'].split(' ')[0]:>10}")
+    for family, rec in records.items():
+        print(f"{family:<16} (c) with half of each batch real (1:1): c1-a "
+              f"{rec['c1_minus_a']:+.3f}")
     for family, rec in records.items():
         if "c2_minus_a" in rec:
             print(f"{family:<16} stage 2 alone on unseen real label maps: b2/a "

@@ -46,9 +46,11 @@ def build_segmenter(num_classes: int) -> torch.nn.Module:
 
 def train_segmenter(images: Sequence[np.ndarray], labels: Sequence[np.ndarray],
                     num_classes: int, *, steps: int = 300, batch_size: int = 4,
-                    patch: int = 32, lr: float = 3e-3, seed: int = 0) -> torch.nn.Module:
+                    patch: int = 32, lr: float = 3e-3, seed: int = 0,
+                    weights: Sequence[float] | None = None) -> torch.nn.Module:
     """Train a segmenter on ``(z, y, x)`` image/label pairs (random crops of ``patch``
-    voxels, random flips) and return it in eval mode, on the CPU."""
+    voxels, random flips) and return it in eval mode, on the CPU. Each crop comes from a
+    pair drawn uniformly, or with probability proportional to ``weights``."""
     from monai.losses import DiceCELoss
 
     _check_pairs(images, labels, "images")
@@ -59,6 +61,13 @@ def train_segmenter(images: Sequence[np.ndarray], labels: Sequence[np.ndarray],
     if min(min(a.shape) for a in xs) < patch:
         raise ValueError(f"patch: {patch} voxels is larger than the smallest volume "
                          f"{min(a.shape for a in xs)}")
+    p = None
+    if weights is not None:
+        p = np.asarray(weights, dtype=np.float64)
+        if p.shape != (len(xs),) or (p < 0).any() or not p.sum() > 0:
+            raise ValueError(f"weights: {len(p)} non-negative values with a positive sum "
+                             f"are needed, one per pair ({len(xs)})")
+        p = p / p.sum()
     net = build_segmenter(num_classes)
     opt = torch.optim.Adam(net.parameters(), lr=lr)
     loss_fn = DiceCELoss(to_onehot_y=True, softmax=True)
@@ -66,7 +75,7 @@ def train_segmenter(images: Sequence[np.ndarray], labels: Sequence[np.ndarray],
     for _ in range(int(steps)):
         bx, by = [], []
         for _ in range(int(batch_size)):
-            i = int(rng.integers(len(xs)))
+            i = int(rng.integers(len(xs))) if p is None else int(rng.choice(len(xs), p=p))
             start = [int(rng.integers(0, n - patch + 1)) for n in xs[i].shape]
             win = tuple(slice(s, s + patch) for s in start)
             flip = tuple(a for a in range(3) if rng.random() < 0.5)
@@ -108,8 +117,9 @@ def dice_per_class(net: torch.nn.Module, images: Sequence[np.ndarray],
 
 def segmenter_dice(images: Sequence[np.ndarray], labels: Sequence[np.ndarray],
                    test_images: Sequence[np.ndarray], test_labels: Sequence[np.ndarray],
-                   num_classes: int, *, steps: int = 300, seed: int = 0) -> np.ndarray:
+                   num_classes: int, *, steps: int = 300, seed: int = 0,
+                   weights: Sequence[float] | None = None) -> np.ndarray:
     """Train on ``images``/``labels``, test on the real ``test_*`` pairs: per-class Dice
     (see :func:`train_segmenter` and :func:`dice_per_class`)."""
-    net = train_segmenter(images, labels, num_classes, steps=steps, seed=seed)
+    net = train_segmenter(images, labels, num_classes, steps=steps, seed=seed, weights=weights)
     return dice_per_class(net, test_images, test_labels, num_classes)

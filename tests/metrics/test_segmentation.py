@@ -45,3 +45,22 @@ def test_images_are_scaled_per_volume_and_bad_pairs_are_named():
         train_segmenter([a], [], 2, steps=1, patch=16)
     with pytest.raises(ValueError, match="patch"):
         train_segmenter([a], [np.zeros(SHAPE, int)], 2, steps=1, patch=32)
+
+
+def test_weights_decide_which_pairs_the_crops_come_from():
+    """benchmarks/augmentation.py's 1:1 mix: a pair of weight 0 is never drawn, so matched
+    pairs weighted 1 beside mismatched ones weighted 0 teach as the matched ones alone do."""
+    images, labels = _pairs(4, 100)
+    test = _pairs(2, 200)
+    k = int(max(a.max() for a in labels)) + 1
+    shuffled = labels[1:] + labels[:1]
+    both = (images + images, labels + shuffled)
+    net = train_segmenter(*both, k, steps=STEPS, patch=16, seed=0, weights=[1] * 4 + [0] * 4)
+    only_matched = np.nanmean(dice_per_class(net, *test, k, patch=16))
+    net = train_segmenter(*both, k, steps=STEPS, patch=16, seed=0, weights=[0] * 4 + [1] * 4)
+    only_mismatched = np.nanmean(dice_per_class(net, *test, k, patch=16))
+    assert only_matched > MATCHED_AT_LEAST and only_matched > only_mismatched + 0.15
+    with pytest.raises(ValueError, match="weights: .* one per pair \\(8\\)"):
+        train_segmenter(*both, k, steps=1, patch=16, weights=[1, 1])
+    with pytest.raises(ValueError, match="weights"):
+        train_segmenter(*both, k, steps=1, patch=16, weights=[0] * 8)
