@@ -377,7 +377,7 @@ class TrainWidget(QWidget):
 
     def _drawn(self) -> None:
         """The viewer has drawn what the run sent: it may have the cores back."""
-        if self.run is not None and self.run.trainer is not None:
+        if self.run is not None:  # released only once the dock has let go of it
             self.run.trainer.drawn()
 
     def _on_error(self, exc: BaseException) -> None:

@@ -126,18 +126,21 @@ class TrainingProcess:
         self.priority = _lower_priority(child.pid, self.niceness)  # before torch's import
         events_in.close()  # the child holds the other ends: they close when it ends
         control_out.close()
-        job = (TRAINER, self.config, self._inputs, self.threads, self.niceness, self.handover,
-               list(sys.path))
-        self._inputs = None  # the child gets its own copy
+        job, self._inputs = (TRAINER, self.config, self._inputs, self.threads, self.niceness,
+                             self.handover, list(sys.path)), None
         try:
             _send_job(control, job)  # read once the child has started: not under the lock
-            with self._lock:  # then what was asked meanwhile, and from now on, at once
-                self._control = control
-                for name, asked in (("pause", self._paused), ("stop", self._stopped)):
+        except OSError:  # it has died already: said below, from its exit code
+            pass
+        del job  # napari's process keeps no volumes for the run's length
+        with self._lock:  # then what was asked meanwhile, and from now on, at once
+            self._control = control
+            for name, asked in (("pause", self._paused), ("stop", self._stopped)):
+                try:
                     if asked:
                         control.send(name)
-        except OSError:  # it has died already: said below, from its exit code
-            self._control = control
+                except OSError:
+                    pass
         # a parent that exits mid-run stops it first, so that the child saves and ends
         # (an exec'd child also stops when its pipe closes; Python joins spawned ones)
         atexit.register(self.stop)
