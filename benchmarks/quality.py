@@ -60,6 +60,8 @@ TASKS = {
 NOISE_FRACTION = 0.04  # noise sigma as a fraction of the 99.5th percentile intensity
 HIGHER_IS_BETTER = {"SSIM": True, "PSNR": True, "MAE": False}
 ONE_PASS = "model, one pass"  # the model without the 8-flip average (JSON only)
+#: label2image: the classical estimate the generator starts from, without its learned correction
+START = "starting estimate"
 
 
 def train(task: str, images, labels, targets, budget: float, settings: dict, seed: int,
@@ -94,6 +96,21 @@ def train(task: str, images, labels, targets, budget: float, settings: dict, see
         elif isinstance(event, ev.DoneEvent):
             done = event
     return load_generator(done.checkpoint, device="cpu"), steps, time.perf_counter() - t0
+
+
+def without_correction(loaded):
+    """``loaded`` with its generator's zero-initialised head zeroed again: what the network
+    starts from (label2image: lookup + class-fraction context), to show what training added."""
+    import copy
+    import dataclasses
+
+    import torch
+
+    generator = copy.deepcopy(loaded.generator)
+    with torch.no_grad():
+        generator.head.weight.zero_()
+        generator.head.bias.zero_()
+    return dataclasses.replace(loaded, generator=generator)
 
 
 def evaluate_task(name: str, budget: float, seed: int, volume: str, real, work: Path,
@@ -142,6 +159,9 @@ def evaluate_task(name: str, budget: float, seed: int, volume: str, real, work: 
         results = {"model": synthesize_from(loaded, case.condition, case.mask),
                    ONE_PASS: synthesize_from(loaded, case.condition, case.mask,
                                              flip_ensemble=False)}
+        if task == "label2image":
+            results[START] = synthesize_from(without_correction(loaded), case.condition,
+                                             flip_ensemble=False)
         results.update(compute_baselines(loaded, case))
         if args.pictures and k == 0:
             save_picture(Path(args.pictures) / f"quality-{volume}-{name}.png", case, results)
@@ -208,7 +228,10 @@ def print_table(records: list[dict]) -> None:
             flag = "" if row["wins"] else "  LOSES"
             print(f"{row['volume']:<6} {row['task']:<17} {row['metric']:<6} {row['model']:>9.4g}"
                   f"  {base:<44} {row['margin']:>+8.4g}{flag}")
-        print(f"{'':<24} ({rec['steps']} steps in {rec['train_seconds']} s)")
+        start = rec["figures"].get(START)
+        start = ("; starting estimate " + ", ".join(f"{k} {v:.4g}" for k, v in start.items())
+                 if start else "")
+        print(f"{'':<24} ({rec['steps']} steps in {rec['train_seconds']} s{start})")
 
 
 def main(argv=None) -> int:

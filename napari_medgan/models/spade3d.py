@@ -8,18 +8,28 @@ SPADE instead normalizes the *features* and then modulates them, voxel by
 voxel, with a scale and a shift computed from the label map resized to each
 layer's grid, so the labels reach every layer of the generator.
 
-This generator also starts from the classical answer: its output is the
-per-class mean intensity image (a lookup table fitted on the training pairs by
-:meth:`SPADEGenerator3D.fit_to_data`, stored as a buffer with the weights)
-plus a learned correction whose last layer starts at zero. An untrained
-network therefore *equals* the lookup baseline it is judged against, and
-training can only add what the lookup cannot express: partial-volume
-transitions, intensity gradients within a tissue, texture.
+This generator also starts from a classical answer, fitted on the training
+pairs by :meth:`SPADEGenerator3D.fit_to_data` and stored as buffers with the
+weights: the per-class mean intensity (the lookup baseline it is judged
+against) plus, within each class, a linear function of the class fractions
+around the voxel at three scales (Gaussian-weighted, sigma 0.7, 1.5 and 3
+voxels; ridge regression, one per class). That context term expresses what a
+lookup cannot and a radiologist sees at once: grey matter next to CSF is
+darker than grey matter next to white matter (partial volume), a thin
+structure is paler than a thick one. On the two real volumes of
+``benchmarks/quality.py`` it alone lifts the lookup's SSIM from 0.776 to 0.82
+(T1) and from 0.951 to 0.976 (MNI152). A learned correction, whose last layer
+starts at zero, is added to that estimate, so an untrained network equals it
+and training only adds what it cannot express: texture, longer-range shape.
+Checkpoints saved before the context term existed load with it at zero: the
+lookup they were trained from.
 
 Tensors are ``(B, C, D, H, W)``; the label map arrives one-hot ``(B, K, D, H, W)``.
 """
 
 from __future__ import annotations
+
+import math
 
 import torch
 import torch.nn.functional as F
@@ -27,7 +37,55 @@ from torch import nn
 
 from napari_medgan.models.checks import check_input
 
-__all__ = ["SPADE3d", "SPADEResBlock3d", "SPADEGenerator3D"]
+__all__ = ["SPADE3d", "SPADEResBlock3d", "SPADEGenerator3D", "CONTEXT_SIGMAS"]
+
+#: Gaussian widths (voxels) of the class-fraction context the estimate regresses on
+CONTEXT_SIGMAS = (0.7, 1.5, 3.0)
+_CONTEXT_RADIUS = 9  # 3 sigma of the widest
+#: voxels per class the context regression is fitted on (a random sample; exact below it)
+_CONTEXT_SAMPLES = 50_000
+_CONTEXT_RIDGE = 1e-4  # ridge penalty per sample: the fractions sum to 1, so they are collinear
+
+
+def _context_kernels() -> torch.Tensor:
+    """``(S, 2 r + 1)`` normalised 1D Gaussians of :data:`CONTEXT_SIGMAS`, each cut at
+    ``3 sigma`` (scipy's ``gaussian_filter(truncate=3)``) and zero-padded to one length."""
+    rows = []  # plain Python: tensor ops here would import torch._dynamo on the meta device
+    for sigma in CONTEXT_SIGMAS:
+        cut = int(3 * sigma + 0.5)
+        k = [math.exp(-0.5 * (x / sigma) ** 2) if abs(x) <= cut else 0.0
+             for x in range(-_CONTEXT_RADIUS, _CONTEXT_RADIUS + 1)]
+        rows.append([v / sum(k) for v in k])
+    return torch.tensor(rows, dtype=torch.float32)
+
+
+def _smoothing_matrices(n: int, kernels: torch.Tensor) -> torch.Tensor:
+    """``(S, n, n)``: row ``i`` of matrix ``s`` weighs the ``n`` voxels of a line for output
+    voxel ``i`` with kernel ``s``, the line's ends replicated outwards (taps that fall beyond
+    an end add to the end voxel)."""
+    r = (kernels.shape[1] - 1) // 2
+    cols = (torch.arange(n, device=kernels.device)[:, None]
+            + torch.arange(-r, r + 1, device=kernels.device)[None, :]).clamp(0, n - 1)
+    out = torch.zeros(kernels.shape[0], n, n, dtype=kernels.dtype, device=kernels.device)
+    return out.scatter_add_(2, cols.expand(kernels.shape[0], n, -1),
+                            kernels[:, None, :].expand(-1, n, -1).contiguous())
+
+
+def class_context(labels: torch.Tensor, kernels: torch.Tensor) -> torch.Tensor:
+    """Gaussian-weighted class fractions around each voxel, ``(B, S*K, D, H, W)`` (channel
+    ``s*K + k``: class ``k`` at width ``s``) of a one-hot ``(B, K, D, H, W)`` map, the border
+    replicated (a patch's edge continues outwards as it is): ``scipy.ndimage.gaussian_filter``
+    with ``mode="nearest", truncate=3`` per channel. Separable, each axis one batched matrix
+    product with a banded ``(n, n)`` matrix: on this project's 2-core CPU a depthwise
+    convolution took 3.6x as long for four 16^3 crops of 8 classes and 12x at 64^3."""
+    b, k, d, h, w = labels.shape
+    s = kernels.shape[0]
+    taps = kernels.to(device=labels.device, dtype=labels.dtype)
+    mw, mh, md = (_smoothing_matrices(n, taps) for n in (w, h, d))
+    x = labels[:, None] @ mw.transpose(1, 2).view(1, s, 1, 1, w, w)  # (B, S, K, D, H, W)
+    x = mh.view(1, s, 1, 1, h, h) @ x
+    x = md.view(1, s, 1, d, d) @ x.reshape(b, s, k, d, h * w)
+    return x.reshape(b, s * k, d, h, w)
 
 
 class SPADE3d(nn.Module):
@@ -134,10 +192,28 @@ class SPADEGenerator3D(nn.Module):
         nn.init.zeros_(self.head.bias)
         # per-class mean intensity (normalised units): the lookup the output starts from
         self.register_buffer("class_means", torch.zeros(k))
+        # within class c: context_bias[c] + context_weights[c] . class_context (zero: the lookup)
+        s = len(CONTEXT_SIGMAS)
+        self.register_buffer("context_bias", torch.zeros(k))
+        self.register_buffer("context_weights", torch.zeros(k, s * k))
+        self.register_buffer("_kernels", _context_kernels(), persistent=False)
+
+    #: buffers a checkpoint from before the context term lacks; they then stay zero
+    OPTIONAL_STATE = ("context_bias", "context_weights")
 
     def lookup(self, labels: torch.Tensor) -> torch.Tensor:
         """Per-class mean image ``(B, 1, D, H, W)`` of a (soft) one-hot label map."""
         return torch.einsum("bkdhw,k->bdhw", labels, self.class_means.to(labels.dtype))[:, None]
+
+    def estimate(self, labels: torch.Tensor) -> torch.Tensor:
+        """The classical estimate ``(B, 1, D, H, W)`` the output starts from: the lookup plus
+        each class's linear function of its neighbourhood's class fractions."""
+        base = self.lookup(labels)
+        context = class_context(labels, self._kernels)
+        w = self.context_weights.to(labels.dtype)
+        per_class = F.conv3d(context, w[:, :, None, None, None],
+                             self.context_bias.to(labels.dtype))
+        return base + (labels * per_class).sum(1, keepdim=True)
 
     def forward(self, labels: torch.Tensor) -> torch.Tensor:
         check_input(labels, self.in_channels, self.size_multiple, "SPADEGenerator3D")
@@ -148,17 +224,75 @@ class SPADEGenerator3D(nn.Module):
             h = F.interpolate(h, scale_factor=2, mode="trilinear", align_corners=False)
         h = self.final(h, labels)
         delta = self.head(nn.functional.leaky_relu(h, 0.2))
-        return self.lookup(labels) + delta.to(labels.dtype)
+        return self.estimate(labels) + delta.to(labels.dtype)
 
     @torch.no_grad()
     def fit_to_data(self, data) -> None:
-        """Set the lookup table from training data: mean normalised intensity of each class.
+        """Fit the starting estimate on training data: the lookup table (mean normalised
+        intensity of each class; a class absent from the data gets the overall mean), then
+        per class a ridge regression of what the lookup leaves over on the class fractions
+        around the voxel (:func:`class_context`, the operator the forward pass uses), on up
+        to 50 000 voxels of that class drawn with a fixed seed (every DDP rank fits the same).
 
         ``data`` is a :class:`napari_medgan.data.datasets.TrainingData` with
-        ``volumes`` and ``label_arrays``; a class absent from the data gets the
-        overall mean.
+        ``volumes`` and ``label_arrays``.
         """
         from napari_medgan.baselines import fit_class_means
 
         means = fit_class_means(data.volumes, data.label_arrays, self.in_channels)
         self.class_means.copy_(torch.as_tensor(means, dtype=self.class_means.dtype))
+        bias, weights = fit_context(data.volumes, data.label_arrays, means, self._kernels)
+        self.context_bias.copy_(torch.as_tensor(bias, dtype=self.context_bias.dtype))
+        self.context_weights.copy_(torch.as_tensor(weights, dtype=self.context_weights.dtype))
+
+
+def fit_context(volumes, label_arrays, class_means, kernels: torch.Tensor):
+    """Per-class ridge regression of ``volume - class_means[label]`` on the voxel's
+    :func:`class_context`; returns ``(bias (K,), weights (K, S*K))`` as float64 arrays, zero
+    for a class with too few voxels to fit (it keeps the lookup)."""
+    import numpy as np
+
+    k, s = len(class_means), kernels.shape[0]
+    rng = np.random.default_rng(0)
+    counts = np.zeros(k, np.int64)
+    for lab in label_arrays:
+        counts += np.bincount(np.asarray(lab, np.int64).ravel(), minlength=k)[:k]
+    # sample each class across volumes in proportion to its voxels there
+    rows: list[list[np.ndarray]] = [[] for _ in range(k)]
+    targets: list[list[np.ndarray]] = [[] for _ in range(k)]
+    for vol, lab in zip(volumes, label_arrays):
+        lab = np.asarray(lab, np.int64)
+        flat = lab.ravel()
+        picks = {}
+        for c in range(k):
+            where = np.flatnonzero(flat == c)
+            if where.size == 0:
+                continue
+            n = min(where.size, int(np.ceil(_CONTEXT_SAMPLES * where.size / counts[c])))
+            picks[c] = where if n == where.size else rng.choice(where, n, replace=False)
+        if not picks:
+            continue
+        columns = {c: np.empty((idx.size, s * k), np.float32) for c, idx in picks.items()}
+        for j in range(k):  # one class's fractions at a time: a few volumes of memory
+            onehot = torch.from_numpy((lab == j).astype(np.float32))[None, None]
+            ctx = class_context(onehot, kernels).reshape(s, -1).numpy()
+            for c, idx in picks.items():
+                columns[c][:, j::k] = ctx[:, idx].T  # channel s*K + j
+        y = np.asarray(vol, np.float64).ravel()
+        for c, idx in picks.items():
+            rows[c].append(columns[c])
+            targets[c].append(y[idx] - float(class_means[c]))
+    bias, weights = np.zeros(k), np.zeros((k, s * k))
+    for c in range(k):
+        if not rows[c]:
+            continue
+        x = np.concatenate(rows[c]).astype(np.float64)
+        if x.shape[0] < 10 * (x.shape[1] + 1):
+            continue
+        r = np.concatenate(targets[c])
+        mean_x, mean_r = x.mean(0), r.mean()
+        xc = x - mean_x  # the intercept is not penalised
+        gram = xc.T @ xc + _CONTEXT_RIDGE * x.shape[0] * np.eye(x.shape[1])
+        w = np.linalg.solve(gram, xc.T @ (r - mean_r))
+        weights[c], bias[c] = w, mean_r - mean_x @ w
+    return bias, weights

@@ -411,7 +411,8 @@ class Checkpoint:
 
         with on_meta_device():
             skeleton = build()
-        self._check_shapes(name, skeleton.state_dict(), strict=True, meta=True)
+        self._check_shapes(name, skeleton.state_dict(), strict=True, meta=True,
+                           optional=_optional_keys(skeleton))
         del skeleton
         module = build()
         self.load_module(name, module)
@@ -442,7 +443,10 @@ class Checkpoint:
             ``strict``, if keys are missing or unexpected.
         """
         net, saved = unwrap(module), self.module_state(name)
-        self._check_shapes(name, net.state_dict(), strict)
+        current, optional = net.state_dict(), _optional_keys(net)
+        self._check_shapes(name, current, strict, optional=optional)
+        for key in optional - set(saved):  # saved before it existed: keeps its default
+            saved[key] = current[key]
         for key, value in saved.items():
             if value.is_floating_point() and not bool(torch.isfinite(value).all()):
                 raise CheckpointError(f"{self.path}: {name}.{key} holds NaN or infinite "
@@ -454,10 +458,12 @@ class Checkpoint:
         except (RuntimeError, KeyError) as exc:
             raise CheckpointError(f"{bad}: {exc}") from None
 
-    def _check_shapes(self, name: str, expected: dict, strict: bool, meta: bool = False) -> None:
+    def _check_shapes(self, name: str, expected: dict, strict: bool, meta: bool = False,
+                      optional: set[str] = frozenset()) -> None:
         """Shapes and dtypes of module ``name``'s stored tensors against ``expected``; with
         ``meta``, ``expected`` comes from :func:`~napari_medgan.models.on_meta_device`,
-        which leaves spectral norm out: its stored weights are compared as plain ones."""
+        which leaves spectral norm out: its stored weights are compared as plain ones.
+        Keys in ``optional`` may be missing (see :func:`_optional_keys`)."""
         saved = self.module_state(name)
         if meta:
             saved = OrderedDict((_SPECTRAL_WEIGHT.sub(".weight", k), v)
@@ -470,7 +476,7 @@ class Checkpoint:
             if key in saved and saved[key].is_floating_point() != value.is_floating_point():
                 raise CheckpointError(f"{bad}.{key} is {saved[key].dtype} in the checkpoint "
                                       f"but {value.dtype} in the model")
-        missing = [k for k in expected if k not in saved]
+        missing = [k for k in expected if k not in saved and k not in optional]
         unexpected = [k for k in saved if k not in expected]
         if strict and (missing or unexpected):
             what = (f"{len(missing)} key(s) missing from the checkpoint, first {name}.{missing[0]}"
@@ -518,6 +524,14 @@ class Checkpoint:
 MODEL_FIELDS_REQUIRED = ("name", "task", "patch_size", "latent_dim", "channels", "num_classes")
 _JSON_NAMES = {int: "a whole number", float: "a number", str: "a string", dict: "a JSON object",
                list: "a list", bool: "true or false"}
+
+
+def _optional_keys(net: nn.Module) -> set[str]:
+    """State keys ``net`` may load without: those its submodules list in ``OPTIONAL_STATE``
+    (buffers added after checkpoints were saved, whose default reproduces the old model)."""
+    return {f"{prefix}.{key}" if prefix else key
+            for prefix, module in net.named_modules()
+            for key in getattr(type(module), "OPTIONAL_STATE", ())}
 
 
 def _brief(value: Any) -> str:

@@ -1,4 +1,5 @@
-"""SPADE generator: the label map reaches every layer, and an untrained network is the lookup."""
+"""SPADE generator: the label map reaches every layer, and an untrained network is the fitted
+classical estimate (lookup + class-fraction context)."""
 
 from __future__ import annotations
 
@@ -7,7 +8,14 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from napari_medgan.models.spade3d import SPADE3d, SPADEGenerator3D
+from napari_medgan.models.spade3d import (
+    CONTEXT_SIGMAS,
+    SPADE3d,
+    SPADEGenerator3D,
+    _context_kernels,
+    class_context,
+)
+from napari_medgan.training.checkpoint import load_checkpoint, save_checkpoint
 
 
 def _one_hot(labels: torch.Tensor, k: int) -> torch.Tensor:
@@ -30,6 +38,92 @@ def test_untrained_generator_is_the_class_mean_lookup():
     labels = torch.randint(0, 3, (2, 16, 16, 16))
     out = g(_one_hot(labels, 3))
     torch.testing.assert_close(out[:, 0], g.class_means[labels])
+
+
+def _blobs(seed: int, shape=(24, 24, 24)) -> np.ndarray:
+    """Three classes: background, thick blobs and, inside each blob, a thinner core."""
+    from scipy import ndimage as ndi
+
+    rng = np.random.default_rng(seed)
+    field = ndi.gaussian_filter(rng.normal(size=shape), 2.5)
+    labels = (field > np.percentile(field, 55)).astype(np.int64)
+    labels[field > np.percentile(field, 85)] = 2
+    return labels
+
+
+def _partial_volume_image(labels: np.ndarray) -> np.ndarray:
+    """What a scanner records: the class intensities blurred by its point spread function."""
+    from scipy import ndimage as ndi
+
+    return ndi.gaussian_filter(np.array([-0.9, 0.1, 0.8])[labels], 1.0).astype(np.float32)
+
+
+def test_class_context_is_scipys_gaussian_filter_with_the_border_replicated():
+    from scipy import ndimage as ndi
+
+    x = torch.rand(2, 3, 12, 17, 20, dtype=torch.float64)  # not cubic: each axis its own
+    got = class_context(x, _context_kernels().double()).numpy()
+    want = np.stack([ndi.gaussian_filter(x[b, c].numpy(), s, mode="nearest", truncate=3)
+                     for b in range(2) for s in CONTEXT_SIGMAS for c in range(3)])
+    np.testing.assert_allclose(got.reshape(want.shape), want, atol=1e-10)
+
+
+def test_untrained_generator_is_the_fitted_estimate():
+    class Data:
+        label_arrays = [_blobs(0)]
+        volumes = [_partial_volume_image(label_arrays[0])]
+
+    g = SPADEGenerator3D(in_channels=3, channels=4).eval()
+    g.fit_to_data(Data())
+    assert g.context_weights.abs().sum() > 0
+    x = _one_hot(torch.from_numpy(_blobs(1)[None, :16, :16, :16]), 3)
+    with torch.no_grad():
+        torch.testing.assert_close(g(x), g.estimate(x))
+
+
+def test_context_estimate_beats_the_lookup_on_an_unseen_map():
+    """Fitted on one label map, the context term predicts partial volume on another one:
+    voxels near a boundary take their neighbours' intensity, which a lookup cannot."""
+    class Data:
+        label_arrays = [_blobs(0)]
+        volumes = [_partial_volume_image(label_arrays[0])]
+
+    g = SPADEGenerator3D(in_channels=3, channels=4)
+    g.fit_to_data(Data())
+    unseen = _blobs(7)
+    truth = torch.from_numpy(_partial_volume_image(unseen))
+    x = _one_hot(torch.from_numpy(unseen[None]), 3)
+    with torch.no_grad():
+        lookup = (g.lookup(x)[0, 0] - truth).abs().mean().item()
+        estimate = (g.estimate(x)[0, 0] - truth).abs().mean().item()
+    assert estimate < 0.5 * lookup, (estimate, lookup)
+
+
+def test_checkpoint_from_before_the_context_term_loads_as_the_lookup(tmp_path):
+    """A checkpoint without the context buffers (napari-medgan before them) still loads, and
+    its generator is the model it was: the lookup plus its correction."""
+    class Data:
+        label_arrays = [_blobs(0)]
+        volumes = [_partial_volume_image(label_arrays[0])]
+
+    old = SPADEGenerator3D(in_channels=3, channels=4).eval()
+    old.fit_to_data(Data())
+    state = {k: v for k, v in old.state_dict().items() if not k.startswith("context_")}
+    with torch.no_grad():
+        old.context_weights.zero_()
+        old.context_bias.zero_()
+
+    class Before(torch.nn.Module):  # what older versions saved: no context buffers
+        def state_dict(self, *args, **kwargs):
+            return dict(state)
+
+    ckpt = load_checkpoint(save_checkpoint(tmp_path / "old", modules={"generator": Before()}))
+    new = SPADEGenerator3D(in_channels=3, channels=4).eval()
+    ckpt.load_module("generator", new)
+    x = _one_hot(torch.from_numpy(_blobs(1)[None, :16, :16, :16]), 3)
+    with torch.no_grad():
+        torch.testing.assert_close(new(x), old(x))
+        torch.testing.assert_close(new(x), new.lookup(x))
 
 
 def test_modulation_tells_uniform_regions_apart():
