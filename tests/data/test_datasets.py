@@ -69,6 +69,17 @@ def test_one_hot_channels_are_binary_and_exclusive():
     assert torch.all(onehot.sum(1) == 1)
 
 
+def test_one_hot_is_torchs_and_refuses_labels_out_of_range():
+    from napari_medgan.data.datasets import one_hot
+
+    labels = torch.from_numpy(np.random.default_rng(0).integers(0, 5, (2, 6, 7, 8)))
+    want = torch.nn.functional.one_hot(labels, 5).permute(0, 4, 1, 2, 3).float()
+    got = one_hot(labels.to(torch.uint8), 5)
+    assert got.dtype == torch.float32 and torch.equal(got, want)
+    with pytest.raises(ValueError, match="num_classes=4"):
+        one_hot(labels, 4)
+
+
 def test_labels_steer_crops_for_tasks_without_labels():
     data = build_training_data(make_run("synthesis"))
     assert data.num_classes == 0 and data.label_arrays is not None
