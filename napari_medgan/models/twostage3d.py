@@ -172,8 +172,8 @@ def sampled_map(probabilities: torch.Tensor, scale: int) -> torch.Tensor:
 def pooled_one_hot(index: torch.Tensor, num_classes: int, scale: int) -> torch.Tensor:
     """``avg_pool3d(one-hot of index, scale)`` without the full-size one-hot map: each coarse
     voxel counts the classes of its ``scale**3`` fine voxels (``(B, D, H, W)`` class indices
-    -> ``(B, K, D/s, H/s, W/s)`` float32 fractions). At the demo's 64^3 this and the argmax take
-    105 ms where the one-hot map and its pooling took 143 ms on a 2-core CPU."""
+    -> ``(B, K, D/s, H/s, W/s)`` float32 fractions). At the demo's 64^3, upsampling included, the
+    pooled map takes 44 ms this way and 83 ms through the one-hot map on a 2-core CPU."""
     b, d, h, w = index.shape
     s = int(scale)
     blocks = index.reshape(b, d // s, s, h // s, s, w // s, s).permute(0, 2, 4, 6, 1, 3, 5)
