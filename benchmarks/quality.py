@@ -95,7 +95,9 @@ def train(task: str, images, labels, targets, budget: float, settings: dict, see
             steps = event.step
         elif isinstance(event, ev.DoneEvent):
             done = event
-    return load_generator(done.checkpoint, device="cpu"), steps, time.perf_counter() - t0
+    # the held-out validation: which step's generator was kept, and its gain over the start
+    return (load_generator(done.checkpoint, device="cpu"), steps, time.perf_counter() - t0,
+            dict(trainer.validation))
 
 
 def without_correction(loaded):
@@ -150,9 +152,9 @@ def evaluate_task(name: str, budget: float, seed: int, volume: str, real, work: 
         cases = [make_case(task, test_img, test_lab, factors=settings.get("factors", (2, 2, 2)),
                            noise=settings.get("noise", "gaussian"), noise_sigma=sigma, rng=rng)
                  for _ in range(count)]
-    loaded, steps, seconds = train(task, images, labels, targets, budget, settings, seed,
-                                   work / f"{volume}-{name}", args.patch, args.channels, preset,
-                                   target_preset, noise_std, (args.lr_g, args.lr_d))
+    loaded, steps, seconds, validation = train(
+        task, images, labels, targets, budget, settings, seed, work / f"{volume}-{name}",
+        args.patch, args.channels, preset, target_preset, noise_std, (args.lr_g, args.lr_d))
     totals: dict[str, dict[str, list[float]]] = {}
     for k, case in enumerate(cases):
         # what a user gets (the 8-flip self-ensemble), and the single pass it averages
@@ -179,6 +181,7 @@ def evaluate_task(name: str, budget: float, seed: int, volume: str, real, work: 
                      "one_pass": figures[ONE_PASS][metric], "baselines": base,
                      "margin": sign * (model - best), "wins": sign * (model - best) > 0})
     return {"task": name, "volume": volume, "model_task": task, "steps": steps,
+            "validation": validation,
             "train_seconds": round(seconds, 1), "cases": len(cases), "figures": figures,
             "rows": rows}
 
@@ -231,7 +234,9 @@ def print_table(records: list[dict]) -> None:
         start = rec["figures"].get(START)
         start = ("; starting estimate " + ", ".join(f"{k} {v:.4g}" for k, v in start.items())
                  if start else "")
-        print(f"{'':<24} ({rec['steps']} steps in {rec['train_seconds']} s{start})")
+        val = rec.get("validation") or {}
+        kept = f"; kept step {val['best_step']}" if "best_step" in val else ""
+        print(f"{'':<24} ({rec['steps']} steps in {rec['train_seconds']} s{kept}{start})")
 
 
 def main(argv=None) -> int:

@@ -309,7 +309,8 @@ class TrainConfig(_Checked):
     ``val_every``: conditional tasks score the EMA generator on the held-out
     slab (``data.val_fraction``) at step 0 and every ``val_every`` steps, and
     the final checkpoint keeps the best-scoring generator (early stopping:
-    small medical datasets are overfitted within minutes).
+    small medical datasets are overfitted within minutes), unless it beat the
+    start by no more than the slab's noise (``trainer.paired_gain``).
     """
 
     steps: int = opt(2000, 'optimisation steps in total')

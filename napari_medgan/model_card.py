@@ -122,6 +122,9 @@ def figure_lines(figures: dict) -> list[str]:
         if "best" in v:
             lines.append(f"- Held-out validation: {v['best']:.4g} at step {v.get('best_step')}"
                          f" ({v['definition']}; started at {v.get('start', float('nan')):.4g})")
+            if "lowest_step" in v:  # a lower score was refused as within the slab's noise
+                lines.append(f"  (step {v['lowest_step']} scored {v['lowest']:.4g}, a gain within "
+                             "the held-out noise, so the starting generator was kept)")
     if figures["evaluation"]:
         e = {k: v for k, v in figures["evaluation"].items() if k != "source"}
         lines.append(f"- Evaluation (the run's {figures['evaluation']['source']}): "

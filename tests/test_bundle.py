@@ -495,6 +495,12 @@ def test_figures_are_the_runs_own_or_said_to_be_absent(tmp_path):
     assert "0.125" in text and "0.1 at step 30" in text and "diversity_ratio 0.97" in text
     assert "private" not in text and figures["augmentation"] is None
 
+    # a lower later score that did not beat the start beyond the noise: the start was kept
+    state["validation"].update(best=0.3, best_step=0, lowest=0.29, lowest_step=30)
+    text = "\n".join(figure_lines(run_figures(state, model, run)))
+    assert "0.3 at step 0" in text and "step 30 scored 0.29" in text
+    assert "starting generator was kept" in text
+
     nothing = run_figures({"step": 3}, model, None)
     assert nothing == {"checkpoint": None, "validation": None, "evaluation": None,
                        "augmentation": None}

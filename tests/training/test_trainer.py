@@ -151,8 +151,13 @@ def test_validation_keeps_the_best_scoring_generator(tmp_path, tiny_run):
     assert [e.step for e in progress] == [0, 2, 4, 6]
     logged = [float(e.text.split()[2]) for e in progress]
     val = trainer.validation
-    assert val["best"] == pytest.approx(min(logged), abs=1e-4)
     assert val["start"] == pytest.approx(logged[0], abs=1e-4) and val["best_step"] in (0, 2, 4, 6)
+    if val["best_step"]:  # a later generator, kept because it beat the start beyond the noise
+        assert val["best"] == pytest.approx(min(logged), abs=1e-4)
+        assert val["gain"] > val["gain_noise"] > 0
+    else:  # the start scored lowest, or nothing gained more than the noise
+        assert val["best"] == val["start"]
+        assert min(logged) == pytest.approx(logged[0], abs=1e-4) or "lowest_step" in val
     kept = [e for e in events if isinstance(e, ev.MessageEvent) and "keeping" in e.text]
     assert len(kept) == 1 and f"step {val['best_step']}" in kept[0].text
     # the saved EMA generator is the best one: it scores the best figure again
@@ -162,6 +167,79 @@ def test_validation_keeps_the_best_scoring_generator(tmp_path, tiny_run):
     ckpt.load_module("ema", gen)
     trainer.ema.load_state_dict(gen.state_dict())
     assert trainer._val_score() == pytest.approx(val["best"], rel=1e-5)
+
+
+@pytest.mark.parametrize("later, kept", [
+    ("uniform", 2),  # 10% lower error in every block: kept
+    ("noise", 0),    # lower on average by 3e-4 (0.3%), blocks +-0.02: the start stays
+])
+def test_validation_keeps_a_later_generator_only_beyond_the_noise(tmp_path, tiny_run,
+                                                                   monkeypatch, later, kept):
+    """A later generator replaces the starting one (label2image's classical estimate, the
+    restoration tasks' baseline) only when its held-out gain is beyond the slab's own noise;
+    the run says which it kept and why, and saves that generator."""
+    from napari_medgan.models import build_generator
+
+    rng = np.random.default_rng(0)
+    counts = torch.full((40,), 64.0, dtype=torch.float64)
+    start = torch.from_numpy(rng.uniform(0.05, 0.15, 40)) * counts
+    noise = torch.from_numpy(rng.normal(0, 0.02, 40))
+    step2 = start * 0.9 if later == "uniform" else start + (noise - noise.mean() - 3e-4) * counts
+    errors = {0: start, 2: step2, 4: start * 1.01}
+    weights = {}
+
+    def scored(self):
+        weights[self.step] = {k: v.detach().clone() for k, v in self.ema.state_dict().items()}
+        return errors[self.step].clone(), counts
+
+    monkeypatch.setattr(Trainer, "_val_errors", scored)
+    run = tiny_run(tmp_path / "run", model="pix2pix3d", task="denoise", steps=4, val_every=2,
+                   lr_g=5e-3)
+    run.data.phantom_size = 24
+    trainer = Trainer(run)
+    events = _collect(trainer)
+    val = trainer.validation
+    mean = lambda e: float(e.sum() / counts.sum())  # noqa: E731
+    assert val["best_step"] == kept and val["best"] == pytest.approx(mean(errors[kept]))
+    assert val["gain"] == pytest.approx(mean(start) - mean(step2))
+    assert (val["gain"] > val["gain_noise"]) == (kept == 2)
+    kept_text = [e.text for e in events if isinstance(e, ev.MessageEvent) and "keeping" in e.text]
+    assert len(kept_text) == 1 and kept_text[0].startswith(f"keeping the generator of step {kept}")
+    if kept == 0:
+        assert val["lowest_step"] == 2 and "within the held-out noise" in kept_text[0]
+    ckpt = load_checkpoint(events[-1].checkpoint)
+    assert ckpt.state["validation"]["best_step"] == kept
+    gen = build_generator(ckpt.model_config())
+    ckpt.load_module("ema", gen)
+    saved = gen.state_dict()
+    assert weights[kept].keys() == saved.keys()
+    assert all(torch.equal(weights[kept][k], saved[k]) for k in saved)
+    assert not all(torch.equal(weights[2 - kept][k], saved[k]) for k in saved)
+
+
+def test_paired_gain_counts_blocks_not_voxels():
+    from napari_medgan.training.trainer import block_sums, paired_gain
+
+    x = torch.arange(5 * 6 * 7, dtype=torch.float32).reshape(5, 6, 7)
+    sums = block_sums(x, 4)
+    assert sums.shape == (2 * 2 * 2,) and float(sums.sum()) == pytest.approx(float(x.sum()))
+    assert float(sums[0]) == pytest.approx(float(x[:4, :4, :4].sum()))
+    counts = block_sums(torch.ones(5, 6, 7), 4)
+    assert counts.tolist() == [64, 48, 32, 24, 16, 12, 8, 6]
+    rng = np.random.default_rng(0)
+    before = torch.from_numpy(rng.uniform(1.0, 2.0, 50)) * 64
+    n = torch.full((50,), 64.0)
+    # the same error lowered by 1% in every block: a gain of 1% of the mean, far above its noise
+    gain, noise = paired_gain(before, before * 0.99, n)
+    assert gain == pytest.approx(float(before.sum() / n.sum()) * 0.01)
+    assert 0 < noise < gain / 10
+    # zero-mean differences of +-0.1 per voxel: no gain, and z standard errors of noise
+    flip = torch.from_numpy(rng.choice([-1.0, 1.0], 50))
+    flip -= flip.mean()
+    gain, noise = paired_gain(before, before + 0.1 * 64 * flip, n, z=2.0)
+    assert abs(gain) < 1e-12 and noise == pytest.approx(2 * 0.1 * float(flip.std()) / 50 ** 0.5,
+                                                       rel=1e-6)
+    assert paired_gain(before[:1], before[:1] * 0.5, n[:1])[1] == float("inf")
 
 
 def test_small_volumes_train_without_validation(tmp_path, tiny_run):
