@@ -28,8 +28,8 @@ from torch import nn
 from torch.nn.utils import parametrizations
 from torch.overrides import TorchFunctionMode
 
-__all__ = ["UpsampleConv3d", "on_meta_device", "resize_kernel", "spectral_norm",
-           "upsample_block"]
+__all__ = ["IntensityFloor", "UpsampleConv3d", "on_meta_device", "resize_kernel",
+           "spectral_norm", "upsample_block"]
 
 _shapes_only = threading.local()
 
@@ -128,3 +128,31 @@ def upsample_block(in_channels: int, out_channels: int, norm: nn.Module,
     before the fusion load unchanged."""
     return nn.Sequential(OrderedDict((("1", UpsampleConv3d(in_channels, out_channels, bias)),
                                       ("2", norm), ("3", nn.ReLU(inplace=True)))))
+
+
+class IntensityFloor(nn.Module):
+    """The darkest intensity of the clean training targets (normalised units), to which an
+    evaluated generator's output is raised: nothing in the data is darker than its floor
+    (magnitude MR is never negative, CT air is -1000 HU, a skull-stripped or zero-padded
+    background is one constant), so what a conditional generator leaves below it (residual
+    noise in the air, ringing at an edge) is error. In training mode it passes everything
+    through, so the loss keeps its gradient below the floor. Unfitted (a checkpoint from
+    before it), the floor is the lowest float32 (finite, as checkpoints require): no change.
+
+    Input ``(B, C, D, H, W)`` -> the same shape.
+    """
+
+    #: checkpoints from before the floor lack it and load unfloored
+    OPTIONAL_STATE = ("value",)
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.register_buffer("value", torch.tensor(torch.finfo(torch.float32).min))
+
+    @torch.no_grad()
+    def fit(self, volumes) -> None:
+        """The floor from the normalised training targets (arrays or tensors)."""
+        self.value.fill_(min(float(torch.as_tensor(v).min()) for v in volumes))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x if self.training else torch.maximum(x, self.value.to(x.dtype))

@@ -9,7 +9,9 @@ estimate (Kim, Lee & Lee, "Accurate Image Super-Resolution Using Very Deep
 Convolutional Networks", CVPR 2016; Zhang et al., "Beyond a Gaussian Denoiser:
 Residual Learning of Deep CNN for Image Denoising", IEEE TIP 2017), and its last
 layer starts at zero, so an untrained network already equals the estimate and
-training can only improve on it.
+training can only improve on it. Evaluated (sampling, validation), the result is
+raised to the darkest intensity of the clean training targets
+(:class:`~napari_medgan.models.blocks.IntensityFloor`).
 
 The U-Net is MONAI's :class:`monai.networks.nets.UNet` with residual units and
 *no normalization layers*: instance or batch norm would remove the absolute
@@ -39,6 +41,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from napari_medgan.models.blocks import IntensityFloor
 from napari_medgan.models.checks import check_input
 
 __all__ = ["ResidualUNet3D", "apply_intensity_map", "BASES"]
@@ -97,6 +100,7 @@ class ResidualUNet3D(nn.Module):
         grid = torch.linspace(-1.0, 1.0, _MAP_POINTS)
         self.register_buffer("map_x", grid.clone())
         self.register_buffer("map_y", grid.clone())
+        self.floor = IntensityFloor()  # fitted by fit_to_data
 
     def estimate(self, x: torch.Tensor) -> torch.Tensor:
         """The classical estimate the correction is added to, ``(B, 1, D, H, W)``."""
@@ -110,14 +114,16 @@ class ResidualUNet3D(nn.Module):
         delta = self.head(F.leaky_relu(self.net(x), 0.2)).float()
         if self.base == "inpaint":
             missing = x[:, 1:2] > 0
-            return torch.where(missing, base + delta, x[:, :1].float())
-        return base + delta
+            return torch.where(missing, self.floor(base + delta), x[:, :1].float())
+        return self.floor(base + delta)
 
     @torch.no_grad()
     def fit_to_data(self, data) -> None:
-        """Fit the monotone intensity map (``base="intensity_map"`` only) on the training
-        pairs: matched quantiles of the sources and of the targets, as histogram matching
-        does. ``data`` is a :class:`napari_medgan.data.datasets.TrainingData`."""
+        """Fit the output floor on the training targets and, for ``base="intensity_map"``,
+        the monotone intensity map on the training pairs: matched quantiles of the sources
+        and of the targets, as histogram matching does. ``data`` is a
+        :class:`napari_medgan.data.datasets.TrainingData`."""
+        self.floor.fit(data.volumes)
         if self.base != "intensity_map":
             return
         q = torch.linspace(0, 1, _MAP_POINTS, dtype=torch.float64).numpy()

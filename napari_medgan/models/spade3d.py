@@ -21,6 +21,8 @@ structure is paler than a thick one. On the two real volumes of
 half from 0.778 to 0.832 (T1) and from 0.951 to 0.978 (MNI152). A learned correction, whose last layer
 starts at zero, is added to that estimate, so an untrained network equals it
 and training only adds what it cannot express: texture, longer-range shape.
+Evaluated, the result is raised to the darkest intensity of the training images
+(:class:`~napari_medgan.models.blocks.IntensityFloor`).
 Checkpoints saved before the context term existed load with it at zero: the
 lookup they were trained from.
 
@@ -35,6 +37,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from napari_medgan.models.blocks import IntensityFloor
 from napari_medgan.models.checks import check_input
 
 __all__ = ["SPADE3d", "SPADEResBlock3d", "SPADEGenerator3D", "CONTEXT_SIGMAS", "class_context",
@@ -198,6 +201,7 @@ class SPADEGenerator3D(nn.Module):
         self.register_buffer("context_bias", torch.zeros(k))
         self.register_buffer("context_weights", torch.zeros(k, s * k))
         self.register_buffer("_kernels", _context_kernels(), persistent=False)
+        self.floor = IntensityFloor()  # fitted by fit_to_data
 
     #: buffers a checkpoint from before the context term lacks; they then stay zero
     OPTIONAL_STATE = ("context_bias", "context_weights")
@@ -225,7 +229,7 @@ class SPADEGenerator3D(nn.Module):
             h = F.interpolate(h, scale_factor=2, mode="trilinear", align_corners=False)
         h = self.final(h, labels)
         delta = self.head(nn.functional.leaky_relu(h, 0.2))
-        return self.estimate(labels) + delta.to(labels.dtype)
+        return self.floor(self.estimate(labels) + delta.to(labels.dtype))
 
     @torch.no_grad()
     def fit_to_data(self, data) -> None:
@@ -233,7 +237,8 @@ class SPADEGenerator3D(nn.Module):
         intensity of each class; a class absent from the data gets the overall mean), then
         per class a ridge regression of what the lookup leaves over on the class fractions
         around the voxel (:func:`class_context`, the operator the forward pass uses), on up
-        to 50 000 voxels of that class drawn with a fixed seed (every DDP rank fits the same).
+        to 50 000 voxels of that class drawn with a fixed seed (every DDP rank fits the same);
+        and the output floor, the darkest training voxel.
 
         ``data`` is a :class:`napari_medgan.data.datasets.TrainingData` with
         ``volumes`` and ``label_arrays``.
@@ -245,6 +250,7 @@ class SPADEGenerator3D(nn.Module):
         bias, weights = fit_context(data.volumes, data.label_arrays, means, self._kernels)
         self.context_bias.copy_(torch.as_tensor(bias, dtype=self.context_bias.dtype))
         self.context_weights.copy_(torch.as_tensor(weights, dtype=self.context_weights.dtype))
+        self.floor.fit(data.volumes)
 
 
 def fit_context(volumes, label_arrays, class_means, kernels: torch.Tensor):

@@ -1,5 +1,7 @@
 """Residual U-Net: an untrained network equals its classical estimate; inpainting keeps every
-known voxel exactly; the intensity map is the histogram-matching map of the training pairs."""
+known voxel exactly; the intensity map is the histogram-matching map of the training pairs;
+evaluated, nothing comes out darker than the darkest training target, and a checkpoint from
+before that floor loads unchanged."""
 
 from __future__ import annotations
 
@@ -8,6 +10,7 @@ import pytest
 import torch
 
 from napari_medgan.models.residual_unet3d import ResidualUNet3D, apply_intensity_map
+from napari_medgan.training.checkpoint import load_checkpoint, save_checkpoint
 
 
 @pytest.mark.parametrize("base, in_channels", [("identity", 1), ("intensity_map", 1),
@@ -44,6 +47,55 @@ def test_intensity_map_matches_histograms():
     torch.testing.assert_close(out, src ** 3, atol=2e-3, rtol=0)  # source -> target quantiles
     y = apply_intensity_map(torch.linspace(-2, 2, 101), g.map_x, g.map_y)
     assert bool((y[1:] >= y[:-1]).all())  # monotone, constant beyond the knots
+
+
+class _Air:
+    """Training targets whose darkest voxel (the air) is -1.1 in normalised units."""
+    volumes = [np.concatenate([np.full((8, 16, 16), -1.1, np.float32),
+                               np.linspace(-1, 1, 2048, dtype=np.float32).reshape(8, 16, 16)])]
+    condition_volumes = volumes
+
+
+@pytest.mark.parametrize("base, in_channels", [("identity", 1), ("inpaint", 2)])
+def test_evaluated_output_is_raised_to_the_darkest_training_target(base, in_channels):
+    """Noise below the air's level is error, so an evaluated network raises it to the floor;
+    in training it passes through, so the L1 loss keeps its gradient there; inpainting's
+    known voxels stay exactly as given, even below the floor."""
+    torch.manual_seed(0)
+    g = ResidualUNet3D(in_channels, channels=4, base=base)
+    g.fit_to_data(_Air())
+    assert g.floor.value.item() == pytest.approx(-1.1)
+    noisy = -1.1 + 0.1 * torch.randn(1, 1, 16, 16, 16)  # air with noise, half below the floor
+    x = torch.cat([noisy, torch.ones_like(noisy)], 1) if base == "inpaint" else noisy
+    g.eval()
+    with torch.no_grad():
+        torch.testing.assert_close(g(x), noisy.clamp_min(-1.1))
+        if base == "inpaint":
+            known = torch.cat([noisy, torch.zeros_like(noisy)], 1)
+            assert torch.equal(g(known), noisy)
+    g.train()
+    out = g(x)
+    assert out.min() < -1.1
+    out.sum().backward()
+    assert g.head.weight.grad.abs().sum() > 0
+
+
+def test_checkpoint_from_before_the_floor_loads_without_one(tmp_path):
+    """A checkpoint saved before the floor existed (no ``floor.value``) loads, and its
+    network is the one it was: no floor."""
+    old = ResidualUNet3D(1, channels=4)
+    state = {k: v for k, v in old.state_dict().items() if not k.startswith("floor.")}
+
+    class Before(torch.nn.Module):
+        def state_dict(self, *args, **kwargs):
+            return dict(state)
+
+    ckpt = load_checkpoint(save_checkpoint(tmp_path / "old", modules={"generator": Before()}))
+    new = ResidualUNet3D(1, channels=4)
+    ckpt.load_module("generator", new)
+    assert new.floor.value.item() == torch.finfo(torch.float32).min
+    x = -3 + torch.rand(1, 1, 16, 16, 16)
+    torch.testing.assert_close(new.eval()(x), x)
 
 
 @pytest.mark.parametrize("kwargs, field", [

@@ -40,6 +40,25 @@ def test_untrained_generator_is_the_class_mean_lookup():
     torch.testing.assert_close(out[:, 0], g.class_means[labels])
 
 
+def test_evaluated_output_is_raised_to_the_darkest_training_image():
+    """A correction that pushes the air below the darkest training voxel is clipped there
+    when the generator is evaluated, and passed through in training (the loss's gradient)."""
+    class Data:
+        label_arrays = [_blobs(0)]
+        volumes = [_partial_volume_image(label_arrays[0])]
+
+    g = SPADEGenerator3D(in_channels=3, channels=4)
+    g.fit_to_data(Data())
+    floor = float(Data.volumes[0].min())
+    assert g.floor.value.item() == pytest.approx(floor)
+    torch.nn.init.constant_(g.head.bias, -1.0)  # a correction far below the air
+    x = _one_hot(torch.from_numpy(_blobs(1)[None, :16, :16, :16]), 3)
+    assert g.train()(x).min() < floor - 0.5
+    with torch.no_grad():
+        out = g.eval()(x)
+    torch.testing.assert_close(out.min(), torch.tensor(floor))
+
+
 def _blobs(seed: int, shape=(24, 24, 24)) -> np.ndarray:
     """Three classes: background, thick blobs and, inside each blob, a thinner core."""
     from scipy import ndimage as ndi
@@ -77,8 +96,9 @@ def test_untrained_generator_is_the_fitted_estimate():
     g.fit_to_data(Data())
     assert g.context_weights.abs().sum() > 0
     x = _one_hot(torch.from_numpy(_blobs(1)[None, :16, :16, :16]), 3)
-    with torch.no_grad():
-        torch.testing.assert_close(g(x), g.estimate(x))
+    with torch.no_grad():  # evaluated, raised to the darkest training voxel
+        torch.testing.assert_close(g(x), g.estimate(x).clamp_min(Data.volumes[0].min()))
+        torch.testing.assert_close(g.train()(x), g.estimate(x))
 
 
 def test_context_estimate_beats_the_lookup_on_an_unseen_map():
