@@ -8,8 +8,10 @@ distribution (real label maps exist), for each pair-making model family:
 3. train the same small MONAI 3D U-Net segmenter (``napari_medgan.metrics.segmentation``)
    on (a) ``N`` real pairs, (b) ``N`` synthetic pairs only, (c) ``N`` real + ``M``
    synthetic pairs (crops from pairs drawn uniformly), (c1) the same pairs with half of
-   each batch from the real ones, and score each on held-out real phantoms (Dice per
-   class); for a
+   each batch from the real ones, (c3) the same pairs for the first half of the steps and
+   the real ones alone for the second (pre-train, fine-tune), (a3) that schedule on the
+   real pairs alone (its control), and score each on held-out
+   real phantoms (Dice per class); for a
    family with an image stage (``twostage3d``), also (b2) / (c2): (b) / (c) with that
    stage's images for the label maps of unseen real phantoms, which says whether the
    pairs lose in their label maps (stage 1) or in their images (stage 2);
@@ -110,17 +112,26 @@ def half_real(n_real: int, n_synthetic: int) -> list[float]:
 
 
 def segment_scores(train_sets: dict, test, num_classes: int, steps: int, seed: int) -> dict:
-    from napari_medgan.metrics.segmentation import segmenter_dice
+    """Dice on ``test`` of a segmenter trained ``steps`` steps on each set. A set is
+    ``(images, labels[, weights])``, or a list of them: phases that share the steps equally,
+    each going on from the network the last one left (pre-train, then fine-tune)."""
+    from napari_medgan.metrics.segmentation import dice_per_class, train_segmenter
 
     out = {}
-    for name, (images, labels, *weights) in train_sets.items():
-        t0 = time.perf_counter()
-        dice = segmenter_dice(images, labels, test[0], test[1], num_classes, steps=steps,
-                              seed=seed, weights=weights[0] if weights else None)
+    for name, spec in train_sets.items():
+        phases = spec if isinstance(spec, list) else [spec]
+        t0, net = time.perf_counter(), None
+        for i, (images, labels, *weights) in enumerate(phases):
+            net = train_segmenter(images, labels, num_classes,
+                                  steps=steps // len(phases) + (i < steps % len(phases)),
+                                  seed=seed + i, weights=weights[0] if weights else None,
+                                  net=net)
+        dice = dice_per_class(net, test[0], test[1], num_classes)
+        n_train = len(phases[0][0])
         out[name] = {"dice_per_class": [float(d) for d in dice], "mean_dice": float(np.mean(dice)),
-                     "n_train": len(images), "seconds": round(time.perf_counter() - t0, 1)}
+                     "n_train": n_train, "seconds": round(time.perf_counter() - t0, 1)}
         print(f"  segmenter on {name:<22} mean Dice {np.mean(dice):.3f}  "
-              f"({len(images)} pairs, {out[name]['seconds']} s)", flush=True)
+              f"({n_train} pairs, {out[name]['seconds']} s)", flush=True)
     return out
 
 
@@ -172,7 +183,14 @@ def main(argv=None) -> int:
                     "(c) real + synthetic": (real_img + syn_img, real_lab + syn_lab),
                     # the same pairs, half of each batch's crops from the real ones
                     "(c1) real + syn, 1:1": (real_img + syn_img, real_lab + syn_lab,
-                                             half_real(len(real_img), len(syn_img)))}
+                                             half_real(len(real_img), len(syn_img))),
+                    # the same pairs for the first half of the steps, the real ones alone
+                    # for the second: pre-train on everything, fine-tune on real scans
+                    "(c3) r+s, then real": [(real_img + syn_img, real_lab + syn_lab),
+                                           (real_img, real_lab)],
+                    # c3's control: the same two phases (a fresh optimiser half-way) on
+                    # the real pairs alone, so c3 - a3 is what the synthetic pairs add
+                    "(a3) real, then real": [(real_img, real_lab), (real_img, real_lab)]}
             staged = stage2_pairs(loaded, args.n_synthetic, STAGE2_SEED + args.seed, shape)
             if staged is not None:
                 sets["(b2) stage 2, real maps"] = (staged[0][:n], staged[1][:n])
@@ -182,10 +200,12 @@ def main(argv=None) -> int:
                                                      seed=args.seed))
             a, b, c = (scores[k]["mean_dice"]
                        for k in ("(a) real", "(b) synthetic", "(c) real + synthetic"))
-            c1 = scores["(c1) real + syn, 1:1"]["mean_dice"]
+            c1, c3, a3 = (scores[k]["mean_dice"] for k in (
+                "(c1) real + syn, 1:1", "(c3) r+s, then real", "(a3) real, then real"))
             records[family] = {"gan_steps": steps, "gan_seconds": round(gan_seconds, 1),
                                "segmenter": scores, "ratio_b_to_a": b / a if a else None,
-                               "c_minus_a": c - a, "c1_minus_a": c1 - a,
+                               "c_minus_a": c - a, "c1_minus_a": c1 - a, "c3_minus_a": c3 - a,
+                               "c3_minus_a3": c3 - a3,
                                "set_metrics": quality}
             if staged is not None:
                 b2, c2 = (scores[k]["mean_dice"]
@@ -205,6 +225,9 @@ def main(argv=None) -> int:
     for family, rec in records.items():
         print(f"{family:<16} (c) with half of each batch real (1:1): c1-a "
               f"{rec['c1_minus_a']:+.3f}")
+        print(f"{family:<16} (c) pre-trained on both, fine-tuned on real (half the steps "
+              f"each): c3-a {rec['c3_minus_a']:+.3f}, against the same schedule on the real "
+              f"pairs alone: c3-a3 {rec['c3_minus_a3']:+.3f}")
     for family, rec in records.items():
         if "c2_minus_a" in rec:
             print(f"{family:<16} stage 2 alone on unseen real label maps: b2/a "

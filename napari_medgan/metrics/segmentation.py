@@ -47,10 +47,13 @@ def build_segmenter(num_classes: int) -> torch.nn.Module:
 def train_segmenter(images: Sequence[np.ndarray], labels: Sequence[np.ndarray],
                     num_classes: int, *, steps: int = 300, batch_size: int = 4,
                     patch: int = 32, lr: float = 3e-3, seed: int = 0,
-                    weights: Sequence[float] | None = None) -> torch.nn.Module:
+                    weights: Sequence[float] | None = None,
+                    net: torch.nn.Module | None = None) -> torch.nn.Module:
     """Train a segmenter on ``(z, y, x)`` image/label pairs (random crops of ``patch``
     voxels, random flips) and return it in eval mode, on the CPU. Each crop comes from a
-    pair drawn uniformly, or with probability proportional to ``weights``."""
+    pair drawn uniformly, or with probability proportional to ``weights``. Given ``net``
+    (one this function returned), training goes on from it with a fresh optimiser: the
+    second phase of a schedule, e.g. pre-training on synthetic pairs, fine-tuning on real."""
     from monai.losses import DiceCELoss
 
     _check_pairs(images, labels, "images")
@@ -68,7 +71,7 @@ def train_segmenter(images: Sequence[np.ndarray], labels: Sequence[np.ndarray],
             raise ValueError(f"weights: {len(p)} non-negative values with a positive sum "
                              f"are needed, one per pair ({len(xs)})")
         p = p / p.sum()
-    net = build_segmenter(num_classes)
+    net = build_segmenter(num_classes) if net is None else net
     opt = torch.optim.Adam(net.parameters(), lr=lr)
     loss_fn = DiceCELoss(to_onehot_y=True, softmax=True)
     net.train()

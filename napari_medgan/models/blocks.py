@@ -135,9 +135,12 @@ class IntensityFloor(nn.Module):
     evaluated generator's output is raised: nothing in the data is darker than its floor
     (magnitude MR is never negative, CT air is -1000 HU, a skull-stripped or zero-padded
     background is one constant), so what a conditional generator leaves below it (residual
-    noise in the air, ringing at an edge) is error. In training mode it passes everything
-    through, so the loss keeps its gradient below the floor. Unfitted (a checkpoint from
-    before it), the floor is the lowest float32 (finite, as checkpoints require): no change.
+    noise in the air, ringing at an edge) is error. Training sees the same floored output
+    (so the loss and the discriminator judge what evaluation will return, and a voxel of
+    the floor's own intensity is right once its prediction is anywhere at or below it), with
+    the gradient passed straight through (so a voxel wrongly below the floor is still pulled
+    up). Unfitted (a checkpoint from before it), the floor is the lowest float32 (finite, as
+    checkpoints require): no change.
 
     Input ``(B, C, D, H, W)`` -> the same shape.
     """
@@ -155,4 +158,5 @@ class IntensityFloor(nn.Module):
         self.value.fill_(min(float(torch.as_tensor(v).min()) for v in volumes))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return x if self.training else torch.maximum(x, self.value.to(x.dtype))
+        floored = torch.maximum(x, self.value.to(x.dtype))
+        return x + (floored - x).detach() if self.training else floored

@@ -64,3 +64,19 @@ def test_weights_decide_which_pairs_the_crops_come_from():
         train_segmenter(*both, k, steps=1, patch=16, weights=[1, 1])
     with pytest.raises(ValueError, match="weights"):
         train_segmenter(*both, k, steps=1, patch=16, weights=[0] * 8)
+
+
+def test_training_goes_on_from_a_given_network():
+    """benchmarks/augmentation.py's schedule (c3): a network pre-trained on one set of pairs
+    is fine-tuned on another, from where it stood, not from a fresh start."""
+    images, labels = _pairs(4, 100)
+    test = _pairs(2, 200)
+    k = int(max(a.max() for a in labels)) + 1
+    shuffled = labels[1:] + labels[:1]
+    net = train_segmenter(images, shuffled, k, steps=STEPS, patch=16, seed=0)
+    pretrained = np.nanmean(dice_per_class(net, *test, k, patch=16))
+    same = train_segmenter(images, labels, k, steps=0, patch=16, seed=0, net=net)
+    assert same is net and np.nanmean(dice_per_class(same, *test, k, patch=16)) == pretrained
+    tuned = train_segmenter(images, labels, k, steps=STEPS, patch=16, seed=0, net=net)
+    assert np.nanmean(dice_per_class(tuned, *test, k, patch=16)) > max(MATCHED_AT_LEAST,
+                                                                       pretrained + 0.15)

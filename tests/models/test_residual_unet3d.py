@@ -58,9 +58,10 @@ class _Air:
 
 @pytest.mark.parametrize("base, in_channels", [("identity", 1), ("inpaint", 2)])
 def test_evaluated_output_is_raised_to_the_darkest_training_target(base, in_channels):
-    """Noise below the air's level is error, so an evaluated network raises it to the floor;
-    in training it passes through, so the L1 loss keeps its gradient there; inpainting's
-    known voxels stay exactly as given, even below the floor."""
+    """Noise below the air's level is error, so the network raises it to the floor, in
+    training as when evaluated; training passes the gradient straight through, so a voxel
+    below the floor whose target is above it is pulled up; inpainting's known voxels stay
+    exactly as given, even below the floor."""
     torch.manual_seed(0)
     g = ResidualUNet3D(in_channels, channels=4, base=base)
     g.fit_to_data(_Air())
@@ -75,9 +76,13 @@ def test_evaluated_output_is_raised_to_the_darkest_training_target(base, in_chan
             assert torch.equal(g(known), noisy)
     g.train()
     out = g(x)
-    assert out.min() < -1.1
-    out.sum().backward()
-    assert g.head.weight.grad.abs().sum() > 0
+    torch.testing.assert_close(out, noisy.clamp_min(-1.1))
+    (out - (-0.5)).abs().mean().backward()  # every target above the floor: all pull upwards
+    assert g.head.bias.grad.item() < 0  # descending it raises the output, below the floor too
+    below = noisy < -1.1  # air everywhere: what is at the floor is right
+    grad = torch.autograd.grad((g(x) - (-1.1)).abs().sum(), g.head.bias)[0]
+    only_above = torch.autograd.grad((g(x)[~below] - (-1.1)).abs().sum(), g.head.bias)[0]
+    torch.testing.assert_close(grad, only_above)  # voxels at the floor add no gradient
 
 
 def test_checkpoint_from_before_the_floor_loads_without_one(tmp_path):

@@ -42,7 +42,7 @@ def test_untrained_generator_is_the_class_mean_lookup():
 
 def test_evaluated_output_is_raised_to_the_darkest_training_image():
     """A correction that pushes the air below the darkest training voxel is clipped there
-    when the generator is evaluated, and passed through in training (the loss's gradient)."""
+    in training as when evaluated; training passes the gradient straight through."""
     class Data:
         label_arrays = [_blobs(0)]
         volumes = [_partial_volume_image(label_arrays[0])]
@@ -53,10 +53,13 @@ def test_evaluated_output_is_raised_to_the_darkest_training_image():
     assert g.floor.value.item() == pytest.approx(floor)
     torch.nn.init.constant_(g.head.bias, -1.0)  # a correction far below the air
     x = _one_hot(torch.from_numpy(_blobs(1)[None, :16, :16, :16]), 3)
-    assert g.train()(x).min() < floor - 0.5
     with torch.no_grad():
         out = g.eval()(x)
     torch.testing.assert_close(out.min(), torch.tensor(floor))
+    trained = g.train()(x)  # training sees the same floored output
+    torch.testing.assert_close(trained, out)
+    (trained - 1.0).abs().mean().backward()  # a target above the floor pulls even floored
+    assert g.head.bias.grad.item() < 0  # voxels up (straight-through gradient)
 
 
 def _blobs(seed: int, shape=(24, 24, 24)) -> np.ndarray:
@@ -96,9 +99,10 @@ def test_untrained_generator_is_the_fitted_estimate():
     g.fit_to_data(Data())
     assert g.context_weights.abs().sum() > 0
     x = _one_hot(torch.from_numpy(_blobs(1)[None, :16, :16, :16]), 3)
-    with torch.no_grad():  # evaluated, raised to the darkest training voxel
-        torch.testing.assert_close(g(x), g.estimate(x).clamp_min(Data.volumes[0].min()))
-        torch.testing.assert_close(g.train()(x), g.estimate(x))
+    with torch.no_grad():  # raised to the darkest training voxel, evaluated or training
+        floored = g.estimate(x).clamp_min(Data.volumes[0].min())
+        torch.testing.assert_close(g(x), floored)
+        torch.testing.assert_close(g.train()(x), floored)
 
 
 def test_context_estimate_beats_the_lookup_on_an_unseen_map():
