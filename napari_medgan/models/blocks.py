@@ -131,8 +131,8 @@ def upsample_block(in_channels: int, out_channels: int, norm: nn.Module,
 
 
 class IntensityFloor(nn.Module):
-    """The darkest intensity of the clean training targets (normalised units), to which an
-    evaluated generator's output is raised: nothing in the data is darker than its floor
+    """The darkest intensity of the clean training targets (normalised units), to which a
+    generator's output is raised: nothing in the data is darker than its floor
     (magnitude MR is never negative, CT air is -1000 HU, a skull-stripped or zero-padded
     background is one constant), so what a conditional generator leaves below it (residual
     noise in the air, ringing at an edge) is error. Training sees the same floored output

@@ -9,9 +9,9 @@ estimate (Kim, Lee & Lee, "Accurate Image Super-Resolution Using Very Deep
 Convolutional Networks", CVPR 2016; Zhang et al., "Beyond a Gaussian Denoiser:
 Residual Learning of Deep CNN for Image Denoising", IEEE TIP 2017), and its last
 layer starts at zero, so an untrained network already equals the estimate and
-training can only improve on it. Evaluated (sampling, validation), the result is
-raised to the darkest intensity of the clean training targets
-(:class:`~napari_medgan.models.blocks.IntensityFloor`).
+training can only improve on it. The result is raised to the darkest intensity of
+the clean training targets, in training (gradient passed straight through) as when
+evaluated (:class:`~napari_medgan.models.blocks.IntensityFloor`).
 
 The U-Net is MONAI's :class:`monai.networks.nets.UNet` with residual units and
 *no normalization layers*: instance or batch norm would remove the absolute

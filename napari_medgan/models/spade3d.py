@@ -21,7 +21,8 @@ structure is paler than a thick one. On the two real volumes of
 half from 0.778 to 0.832 (T1) and from 0.951 to 0.978 (MNI152). A learned correction, whose last layer
 starts at zero, is added to that estimate, so an untrained network equals it
 and training only adds what it cannot express: texture, longer-range shape.
-Evaluated, the result is raised to the darkest intensity of the training images
+The result is raised to the darkest intensity of the training images, in training
+(gradient passed straight through) as when evaluated
 (:class:`~napari_medgan.models.blocks.IntensityFloor`).
 Checkpoints saved before the context term existed load with it at zero: the
 lookup they were trained from.
