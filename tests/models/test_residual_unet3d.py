@@ -1,7 +1,7 @@
 """Residual U-Net: an untrained network equals its classical estimate; inpainting keeps every
 known voxel exactly; the intensity map is the histogram-matching map of the training pairs;
-evaluated, nothing comes out darker than the darkest training target, and a checkpoint from
-before that floor loads unchanged."""
+in training as when evaluated, nothing comes out darker than the darkest training target,
+and a checkpoint from before that floor loads unchanged."""
 
 from __future__ import annotations
 
@@ -57,7 +57,7 @@ class _Air:
 
 
 @pytest.mark.parametrize("base, in_channels", [("identity", 1), ("inpaint", 2)])
-def test_evaluated_output_is_raised_to_the_darkest_training_target(base, in_channels):
+def test_output_is_raised_to_the_darkest_training_target(base, in_channels):
     """Noise below the air's level is error, so the network raises it to the floor, in
     training as when evaluated; training passes the gradient straight through, so a voxel
     below the floor whose target is above it is pulled up; inpainting's known voxels stay

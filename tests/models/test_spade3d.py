@@ -40,7 +40,7 @@ def test_untrained_generator_is_the_class_mean_lookup():
     torch.testing.assert_close(out[:, 0], g.class_means[labels])
 
 
-def test_evaluated_output_is_raised_to_the_darkest_training_image():
+def test_output_is_raised_to_the_darkest_training_image():
     """A correction that pushes the air below the darkest training voxel is clipped there
     in training as when evaluated; training passes the gradient straight through."""
     class Data:
