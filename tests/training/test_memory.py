@@ -77,8 +77,15 @@ def test_plan_fits_and_refuses_with_the_largest_batch_that_fits(monkeypatch):
 
 def test_plan_names_a_smaller_size_when_no_batch_fits(monkeypatch):
     run = _run(batch=1, patch_size=64)
+    # peaks that grow with the voxels, as a step's do; measured ones at these small sizes
+    # (about 100 MB) move by more than the 32^3 -> 64^3 difference, and a fitted slope of 0
+    # (seen in CI) leaves nothing for a smaller patch to save
+    sizes = [scaled_model(run.model, 2), run.model]
+    peaks = [memory.state_bytes(m, "cpu") + memory.batch_bytes(m, 1, "cpu") + 60e6
+             + 80.0 * memory_voxels(m) for m in sizes]
+    monkeypatch.setattr(memory, "_measure_in_subprocess", lambda runs, device: peaks)
     plan = plan_memory(run, torch.device("cpu"), available=2**40)
-    _same_measurements(monkeypatch, plan)
+    assert plan.fit[1] == pytest.approx(80.0)
     a, b = plan.fit
     state_small = memory.state_bytes(scaled_model(run.model, 2), "cpu")
     small = scaled_model(run.model, 2)
