@@ -26,6 +26,12 @@ Variants, each a configuration of the trainer itself (``train.precision``,
 * a ``+pageable`` suffix on any of them: the batch copied to the GPU from pageable host
   memory (``Trainer.pin_batches`` off), which waits for the GPU's queued work.
 
+``--layers`` adds, per configuration, where the convolutions' time goes: every 3D
+convolution the step runs (generator and critic, with the input shape it saw in the step)
+is timed on its own, forward and backward, in the variant's precision and memory format,
+with its FLOPs and its share of the reference. It says which layers keep the step from the
+hardware's peak.
+
 Each configuration runs in its own subprocess, so peak memory is per configuration.
 
 Usage::
@@ -60,7 +66,7 @@ BATCH = {"cpu": {32: 4, 64: 2, 128: 1}, "cuda": {32: 32, 64: 8, 128: 4}}
 RESULT_TAG = "RESULT "
 #: family -> (task, extra model settings); hagan3d's size is its whole volume
 FAMILIES = {"dcgan3d": ("synthesis", {}), "pix2pix3d": ("label2image", {}),
-            "hagan3d": ("synthesis", {"slab_size": 32})}
+            "hagan3d": ("synthesis", {"slab_size": 32}), "twostage3d": ("joint", {})}
 VARIANTS = {
     "eager-fp32": dict(precision="fp32", memory_format="contiguous", compile="off"),
     # PyTorch runs fp32 convolutions on TF32 tensor cores by default
@@ -208,6 +214,9 @@ def run_config(spec: dict) -> dict:
         hwm = status_bytes("VmHWM")
         peak_mib = (hwm - rss0) / 2**20 if hwm is not None and rss0 is not None else None
     median, mean = statistics.median(times), statistics.fmean(times)
+    # compiled variants run the same convolution kernels; their hooks would recompile
+    layers = conv_layers(trainer, spec) if spec.get("layers") and "compile" not in \
+        spec["variant"] else None
     settings = VARIANTS[_settings_name(spec["variant"])]
     voxels = spec["batch"] * spec["size"] ** 3
     if spec["family"] == "hagan3d":  # a step computes the low-res volume and one slab
@@ -230,7 +239,72 @@ def run_config(spec: dict) -> dict:
         "params_g": sum(p.numel() for p in trainer.ema.parameters()),
         "wall_s": round(wall, 2),
         "loadavg_1m_before": round(load_before, 2) if load_before is not None else None,
+        **({"conv_layers": layers} if layers is not None else {}),
     }
+
+
+def conv_layers(trainer, spec: dict, repeat: int = 5) -> list[dict]:
+    """Each 3D convolution of the trainer's networks, timed alone (forward + backward) on the
+    input shape it saw in one real step, in the trainer's precision and memory format."""
+    import torch
+    from torch import nn
+
+    from napari_medgan.models.blocks import UpsampleConv3d
+
+    device = trainer.device
+    seen: dict[tuple, dict] = {}
+    hooks = []
+
+    def record(name):
+        def hook(module, args, _out):
+            key = (name, tuple(args[0].shape))
+            if key not in seen:
+                seen[key] = {"module": module, "name": name, "input": list(args[0].shape)}
+        return hook
+
+    for net_name, net in (("G", trainer.G), ("D", trainer.D)):
+        for name, module in net.named_modules():
+            if isinstance(module, (nn.Conv3d, nn.ConvTranspose3d)):
+                hooks.append(module.register_forward_hook(record(f"{net_name}.{name}")))
+    try:
+        trainer._train_step()
+    finally:
+        for h in hooks:
+            h.remove()
+    channels_last = trainer.config.train.memory_format == "channels_last"
+    amp = trainer.amp_dtype
+    out = []
+    for entry in seen.values():
+        module = entry.pop("module")
+        x = torch.randn(entry["input"], device=device)
+        if channels_last:
+            x = x.contiguous(memory_format=torch.channels_last_3d)
+        x.requires_grad_(True)
+
+        def once():
+            with torch.autocast(device.type, dtype=amp, enabled=amp is not None):
+                y = module(x)
+            y.backward(torch.ones_like(y))
+
+        once()
+        with FlopCount() as counter:
+            once()
+        _sync(device)
+        t0 = time.perf_counter()
+        for _ in range(repeat):
+            once()
+        _sync(device)
+        seconds = (time.perf_counter() - t0) / repeat
+        kernel, stride = list(module.kernel_size), list(module.stride)
+        kind = "transposed" if isinstance(module, nn.ConvTranspose3d) else "conv"
+        if isinstance(module, UpsampleConv3d):  # runs as a 4^3 stride-2 transposed conv
+            kind, kernel, stride = "upsample", [4] * 3, [2] * 3
+        out.append({**entry, "kind": kind, "in_channels": module.in_channels,
+                    "out_channels": module.out_channels, "kernel": kernel, "stride": stride,
+                    "ms": round(1e3 * seconds, 3), "flops": counter.total,
+                    "tflops": round(counter.total / seconds / 1e12, 3)})
+        module.zero_grad(set_to_none=True)
+    return out
 
 
 def matmul_gflops(threads: int | None = None, n: int = 2048, repeat: int = 5) -> float:
@@ -321,6 +395,23 @@ def _print_table(records: list[dict], reference: str) -> None:
               f"{tf:>8} {ref:>9} {mem:>9}")
 
 
+def _print_layers(records: list[dict], ref: float | None, reference: str) -> None:
+    """Per configuration: each convolution alone, slowest first, and their sum."""
+    for r in records:
+        layers = r.get("conv_layers")
+        if not layers:
+            continue
+        total = sum(x["ms"] for x in layers)
+        print(f"\n{r['family']} {r['size']} b{r['batch']} {r['variant']}: "
+              f"{len(layers)} convolutions alone {total:.1f} ms of a {1e3 * r['step_s_mean']:.1f} "
+              f"ms step (forward + backward each, R1 not included)")
+        for x in sorted(layers, key=lambda x: -x["ms"]):
+            share = f"{100 * x['tflops'] * 1e12 / ref:.1f}%" if ref else "-"
+            print(f"  {x['name']:<28} {x['kind']:<10} {x['in_channels']:>4}->{x['out_channels']:<4}"
+                  f" k{x['kernel'][0]} s{x['stride'][0]} in {'x'.join(map(str, x['input'])):<18}"
+                  f" {x['ms']:>8.2f} ms {x['tflops']:>8.2f} TFLOP/s {share:>6} {reference}")
+
+
 def _write(out: Path, payload: dict) -> None:
     """Write the results so far (after every configuration: a run cut short keeps them)."""
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -344,6 +435,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--compile", action="store_true", help="also time torch.compile")
     parser.add_argument("--variants", help="variants, comma-separated (default: per device)")
     parser.add_argument("--quick", action="store_true", help="few steps; on CPU skip 128^3")
+    parser.add_argument("--layers", action="store_true",
+                        help="also time each convolution of the step on its own")
     parser.add_argument("--out", help="JSON path (default benchmarks/results/...)")
     parser.add_argument("--worker", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
@@ -419,7 +512,7 @@ def main(argv: list[str] | None = None) -> int:
                         "variant": variant, "steps": steps,
                         "warmup": max(warmup, 3) if "compile" in variant else warmup,
                         "channels": args.channels, "threads": args.threads,
-                        "count_flops": variant == "eager-fp32"}
+                        "count_flops": variant == "eager-fp32", "layers": args.layers}
                 rec = _run_isolated(spec)
                 if "error" not in rec:
                     if variant == "eager-fp32":
@@ -441,6 +534,9 @@ def main(argv: list[str] | None = None) -> int:
 
     print()
     _print_table(records, reference)
+    if args.layers:
+        _print_layers(records, peak if kind == "cuda" else (matmul * 1e9 if matmul else None),
+                      reference)
     _write(out, {**payload, "results": records, "total_wall_s": round(total, 1)})
     print(f"\nwrote {out} ({total:.0f} s)")
     return 0
