@@ -24,7 +24,9 @@ Variants, each a configuration of the trainer itself (``train.precision``,
 * ``bf16+channels_last`` (GPU);
 * ``+compile`` variants with ``--compile`` (the generator under ``torch.compile``);
 * a ``+pageable`` suffix on any of them: the batch copied to the GPU from pageable host
-  memory (``Trainer.pin_batches`` off), which waits for the GPU's queued work.
+  memory (``Trainer.pin_batches`` off), which waits for the GPU's queued work;
+* a ``+release-host`` suffix: ``train.keep_host_memory`` off (freed host memory handed
+  back to the system each time, glibc's default; the trainer keeps it on CPU runs).
 
 ``--layers`` adds, per configuration, where the convolutions' time goes: every 3D
 convolution the step runs (generator and critic, with the input shape it saw in the step)
@@ -85,9 +87,10 @@ BF16_PEAK = (("H200", 989e12), ("H100 PCIe", 756e12), ("H100", 989e12), ("A100",
 
 
 def _settings_name(variant: str) -> str:
-    """The trainer settings of ``variant``: a ``+pageable`` suffix (the batch copied to the
-    GPU from pageable memory, as before ``Trainer.pin_batches``) changes none of them."""
-    return variant.removesuffix("+pageable")
+    """The trainer settings of ``variant``: without its ``+pageable`` suffix (the batch
+    copied to the GPU from pageable memory, as before ``Trainer.pin_batches``) and its
+    ``+release-host`` one (``train.keep_host_memory`` off)."""
+    return variant.removesuffix("+pageable").removesuffix("+release-host")
 
 
 def bf16_peak(gpu_name: str | None) -> float | None:
@@ -122,7 +125,8 @@ def _trainer(spec: dict):
         train=TrainConfig(batch_size=int(spec["batch"]), device=spec["device"], steps=10**6,
                           memory_check="off", preview_every=10**6, checkpoint_every=10**6,
                           log_every=10**6, val_every=10**6,
-                          **VARIANTS[_settings_name(spec["variant"])]),
+                          keep_host_memory="off" if "+release-host" in spec["variant"]
+                          else "auto", **VARIANTS[_settings_name(spec["variant"])]),
         out=os.devnull)
     trainer = Trainer(run, write=False)
     for _ in trainer._setup():
@@ -176,7 +180,7 @@ def run_config(spec: dict) -> dict:
         torch.cuda.reset_peak_memory_stats(device)
         mem0 = torch.cuda.memory_allocated(device)
     trainer = _trainer(spec)
-    trainer.pin_batches = not spec["variant"].endswith("+pageable")
+    trainer.pin_batches = "+pageable" not in spec["variant"]
     r1_every = trainer.config.train.r1_every
 
     def step() -> None:
@@ -229,6 +233,7 @@ def run_config(spec: dict) -> dict:
         "amp_dtype": "fp32" if trainer.amp_dtype is None else str(trainer.amp_dtype)[6:],
         "memory_format": settings["memory_format"], "compile": settings["compile"] == "on",
         "cudnn_benchmark": device.type == "cuda",
+        "keep_host_memory": bool(trainer._kept_host_memory),
         "tf32_convolutions": device.type == "cuda" and torch.backends.cudnn.allow_tf32,
         "step_s_mean": round(mean, 4), "step_s_median": round(median, 4),
         "step_s_per_cycle": [round(t, 4) for t in times],

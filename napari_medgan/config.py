@@ -349,6 +349,11 @@ class TrainConfig(_Checked):
     memory_check: str = opt("on", "on: before training, estimate the step's peak memory "
                             "from two small measured steps and refuse a run that cannot fit "
                             "| off")
+    keep_host_memory: str = opt("auto", "on: the training process keeps the memory its "
+                                "tensors free for the next step instead of handing it back to "
+                                "the system each time (Linux, glibc; fewer page faults: a "
+                                "faster CPU step, about a third more peak RAM) | off | auto "
+                                "(on for CPU runs)")
 
     def __post_init__(self) -> None:
         self._coerce("train")
@@ -382,7 +387,7 @@ class TrainConfig(_Checked):
         _check(int(self.num_workers) >= 0, "train.num_workers", self.num_workers, ">= 0")
         for name, choices in (("memory_format", MEMORY_FORMATS), ("compile", SWITCHES),
                               ("grad_checkpoint", SWITCHES[1:]),
-                              ("memory_check", SWITCHES[1:])):
+                              ("memory_check", SWITCHES[1:]), ("keep_host_memory", SWITCHES)):
             value = getattr(self, name)
             _check(value in choices, f"train.{name}", value, f"one of {choices}")
         self._ready()

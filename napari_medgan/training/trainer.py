@@ -43,8 +43,10 @@ from napari_medgan.training import events as ev
 from napari_medgan.training.device import (
     autocast,
     describe_device,
+    keep_host_memory,
     release_memory,
     resolve_device,
+    resolve_keep_host_memory,
     resolve_precision,
 )
 from napari_medgan.training.distributed import (
@@ -140,6 +142,8 @@ class Trainer:
             # zero-initialised output layers) make x86 CPUs 10-50x slower per operation; a
             # label2image step went from 0.4 s to 8 s within ten steps. Flush them to zero.
             torch.set_flush_denormal(True)
+        self._kept_host_memory = resolve_keep_host_memory(cfg.keep_host_memory, self.device) \
+            and keep_host_memory(True)
 
         yield from self._lock_run_folder()
         source_ckpt = None
@@ -635,6 +639,9 @@ class Trainer:
             self.history.close()
             self._release_lock()
             release_memory(getattr(self, "device", None))
+            if getattr(self, "_kept_host_memory", False):  # the process's own again
+                keep_host_memory(False)
+                self._kept_host_memory = False
 
     def _begin_record(self) -> None:
         """Trim the record to the step the run (re)starts from; record from now on."""
