@@ -219,7 +219,7 @@ def run_config(spec: dict) -> dict:
         peak_mib = (hwm - rss0) / 2**20 if hwm is not None and rss0 is not None else None
     median, mean = statistics.median(times), statistics.fmean(times)
     # compiled variants run the same convolution kernels; their hooks would recompile
-    layers = conv_layers(trainer, spec) if spec.get("layers") and "compile" not in \
+    layers = conv_layers(trainer) if spec.get("layers") and "compile" not in \
         spec["variant"] else None
     settings = VARIANTS[_settings_name(spec["variant"])]
     voxels = spec["batch"] * spec["size"] ** 3
@@ -248,7 +248,7 @@ def run_config(spec: dict) -> dict:
     }
 
 
-def conv_layers(trainer, spec: dict, repeat: int = 5) -> list[dict]:
+def conv_layers(trainer, repeat: int = 5) -> list[dict]:
     """Each 3D convolution of the trainer's networks, timed alone (forward + backward) on the
     input shape it saw in one real step, in the trainer's precision and memory format."""
     import torch

@@ -92,20 +92,36 @@ def keep_host_memory(keep: bool) -> bool:
     step's peak RSS is about a third higher. ``keep=False`` restores glibc's starting
     values and hands the freed heap back (``malloc_trim``). Process-wide; returns whether it
     was applied (False on systems without glibc, where nothing changes)."""
+    libc = _glibc()
+    if libc is None:
+        return False
+    if keep:
+        ok = libc.mallopt(_M_MMAP_MAX, 0) and libc.mallopt(_M_TRIM_THRESHOLD, KEPT_HOST_BYTES)
+    else:
+        ok = libc.mallopt(_M_MMAP_MAX, _DEFAULT_MMAP_MAX) and \
+            libc.mallopt(_M_TRIM_THRESHOLD, _DEFAULT_TRIM)
+        libc.malloc_trim(0)
+    return bool(ok)
+
+
+def trim_host_memory() -> None:
+    """Hand the heap's freed memory back to the system now (glibc ``malloc_trim``; nothing
+    elsewhere)."""
+    libc = _glibc()
+    if libc is not None:
+        libc.malloc_trim(0)
+
+
+def _glibc():
+    """The C library when it is glibc (it has ``mallopt`` and ``malloc_trim``), else None."""
     import ctypes
 
     try:
         libc = ctypes.CDLL("libc.so.6")
-        mallopt, trim = libc.mallopt, libc.malloc_trim
+        libc.mallopt, libc.malloc_trim
     except (OSError, AttributeError):
-        return False
-    if keep:
-        ok = mallopt(_M_MMAP_MAX, 0) and mallopt(_M_TRIM_THRESHOLD, KEPT_HOST_BYTES)
-    else:
-        ok = mallopt(_M_MMAP_MAX, _DEFAULT_MMAP_MAX) and \
-            mallopt(_M_TRIM_THRESHOLD, _DEFAULT_TRIM)
-        trim(0)
-    return bool(ok)
+        return None
+    return libc
 
 
 def resolve_keep_host_memory(setting: str, device: torch.device) -> bool:

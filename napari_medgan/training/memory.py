@@ -152,14 +152,12 @@ def available_bytes(device: torch.device) -> tuple[int, str]:
 def _release_host_memory() -> None:
     """Collect garbage and hand freed heap back to the OS (glibc ``malloc_trim``), so that
     RSS before a measurement is what is really held."""
-    import ctypes
     import gc
 
+    from napari_medgan.training.device import trim_host_memory
+
     gc.collect()
-    try:
-        ctypes.CDLL("libc.so.6").malloc_trim(0)
-    except (OSError, AttributeError):
-        pass
+    trim_host_memory()
 
 
 def _one_measurement(run_dict: dict, device: str) -> int:
