@@ -1,7 +1,8 @@
 """Screenshots of the three widgets for docs/widgets.md and the README.
 
 Opens napari, loads a phantom head, opens "Dataset", "Train GAN" and
-"Synthesize & Compare", runs a short training, then a synthesis with the shipped pretrained
+"Synthesize & Compare", trains the demo's model in the Train dock (two-stage image + label
+pairs at 64^3, the demo's settings, a few minutes), then a synthesis with the shipped pretrained
 model next to real phantom heads, computes the set metrics, turns on the side-by-side grid,
 and saves the whole window to
 ``resources/screenshots/{dataset,train,synthesize}.png``.
@@ -10,7 +11,8 @@ Needs a display; on a headless machine run it under a virtual one::
 
     xvfb-run -a -s "-screen 0 1600x1000x24" .venv/bin/python scripts/screenshots.py
 
-Takes a few minutes on two CPU cores (the training is 32^3, width 16, 150 steps).
+Takes about ten minutes on two CPU cores (the training is the demo's: twostage3d joint at
+64^3, label grid 1/2, batch 4, width 16, 400 steps).
 """
 
 from __future__ import annotations
@@ -54,6 +56,8 @@ def dismiss_notifications() -> None:
 
 
 def save(viewer, path: Path) -> None:
+    for axis in viewer.dims.not_displayed:  # the middle slice, not where the last layer left it
+        viewer.dims.set_current_step(axis, viewer.dims.nsteps[axis] // 2)
     pump(0.5)
     dismiss_notifications()
     pump(0.5)
@@ -64,7 +68,7 @@ def save(viewer, path: Path) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", default=str(ROOT / "resources" / "screenshots"))
-    parser.add_argument("--steps", type=int, default=150)
+    parser.add_argument("--steps", type=int, default=400)
     args = parser.parse_args()
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -116,16 +120,23 @@ def run_tour(viewer, out: Path, steps: int, run_dir: str) -> None:
     viewer.reset_view()
     save(viewer, out / "dataset.png")
 
-    # ---- Train GAN: phantom heads at 32^3, live loss plot and the preview layer
+    # ---- Train GAN: the demo's model (image + label pairs at 64^3, napari_medgan/demo.py),
+    # live loss plot and the preview layers (the image with its label map over it)
     viewer.canvas.grid.enabled = False
     viewer.layers.clear()
     ds.source.setCurrentText("phantom")
-    ds.count.setValue(8)
-    ds.size.setValue(32)
+    ds.count.setValue(64)
+    ds.size.setValue(64)
+    ds.patch.setValue(64)
     dock, tr = open_widget(viewer, "Train GAN", dock)
+    tr.model.setCurrentText("twostage3d")
+    tr.task.setCurrentText("joint")
+    tr.label_scale.setValue(2)
     tr.steps.setValue(steps)
+    tr.batch.setValue(4)
     tr.channels.setValue(16)
-    tr.preview_every.setValue(10)
+    tr.lr_d.setValue(2e-4)
+    tr.preview_every.setValue(50)
     tr.device.setCurrentText("cpu")
     tr.out.edit.setText(run_dir)
     tr._on_start()
@@ -140,7 +151,7 @@ def run_tour(viewer, out: Path, steps: int, run_dir: str) -> None:
         add_volume_layer(viewer, image, name,
                          metadata=provenance_metadata("real", source=f"head phantom, seed {seed}"))
     dock, sy = open_widget(viewer, "Synthesize & Compare", dock)
-    # the shipped pretrained model (3000 steps at 64^3), not the 150-step run trained above
+    # the shipped pretrained model (3000 steps at 64^3), not the short run trained above
     sy.checkpoint.edit.setText(str(PRETRAINED_HEAD))
     sy._on_checkpoint_changed()
     sy.reference.set_layer("real head")

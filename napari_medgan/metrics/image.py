@@ -2,7 +2,12 @@
 
 All functions take numpy arrays indexed ``(z, y, x)`` and return Python floats.
 The computation is MONAI's (``monai.metrics``, ``spatial_dims=3``); this module
-only adds masking, input checks and a fixed, documented choice of settings.
+only adds masking, input checks and a fixed, documented choice of settings. The batch
+(MS-)SSIM of set metrics (:func:`compute_ssim_batch`, :func:`compute_ms_ssim_batch`) is
+MONAI's formula with its Gaussian window applied as three 1D filters (the window is a
+product of 1D Gaussians, so the result is the same to float32 rounding; the tests compare
+the two): the set metrics of 16 real and 16 synthetic 64^3 volumes (the demo's) took 32 s
+through the full 7^3 window and 4 s this way on a 2-core CPU.
 
 Settings and why
 ----------------
@@ -34,7 +39,8 @@ from __future__ import annotations
 
 import numpy as np
 import torch
-from monai.metrics import MAEMetric, MultiScaleSSIMMetric, PSNRMetric, SSIMMetric
+import torch.nn.functional as F
+from monai.metrics import MAEMetric, PSNRMetric, SSIMMetric
 from monai.metrics.regression import compute_ssim_and_cs
 
 #: SSIM window (voxels per axis) and Gaussian sigma, as in Wang et al. (2004).
@@ -250,21 +256,45 @@ def _batch_tensors(pred, ref) -> tuple[torch.Tensor, torch.Tensor]:
     return to_t(pred), to_t(ref)
 
 
+def _gaussian_blur_valid(x: torch.Tensor, size: int, sigma: float) -> torch.Tensor:
+    """``(N, 1, z, y, x)`` filtered by MONAI's SSIM window (a normalised Gaussian of ``size``
+    taps per axis), without padding, one axis at a time as a weighted sum of shifted views
+    (on a 2-core CPU 6x faster than 1D convolutions, which take a slow path for one channel)."""
+    dist = torch.arange((1 - size) / 2, (1 + size) / 2, 1.0, dtype=torch.float64)
+    taps = torch.exp(-((dist / sigma) ** 2) / 2)
+    taps = (taps / taps.sum()).tolist()
+    for axis in (2, 3, 4):
+        n = x.shape[axis] - size + 1
+        out = x.narrow(axis, 0, n) * taps[0]
+        for i in range(1, size):
+            out.add_(x.narrow(axis, i, n), alpha=taps[i])
+        x = out
+    return x
+
+
+def _ssim_and_cs(x: torch.Tensor, y: torch.Tensor, data_range: float, size: int,
+                 sigma: float, k1: float = 0.01, k2: float = 0.03):
+    """SSIM and contrast-sensitivity maps of ``(B, 1, z, y, x)`` batches: the formula of
+    ``monai.metrics.regression.compute_ssim_and_cs``, its window applied separably."""
+    b = x.shape[0]
+    moments = _gaussian_blur_valid(torch.cat([x, y, x * x, y * y, x * y]), size, sigma)
+    mu_x, mu_y, mu_xx, mu_yy, mu_xy = moments.split(b)
+    c1, c2 = (k1 * data_range) ** 2, (k2 * data_range) ** 2
+    sigma_x, sigma_y = mu_xx - mu_x * mu_x, mu_yy - mu_y * mu_y
+    cs = (2 * (mu_xy - mu_x * mu_y) + c2) / (sigma_x + sigma_y + c2)
+    return ((2 * mu_x * mu_y + c1) / (mu_x ** 2 + mu_y ** 2 + c1)) * cs, cs
+
+
 def compute_ssim_batch(
     pred: np.ndarray, ref: np.ndarray, data_range: float, win_size: int = SSIM_WIN_SIZE
 ) -> np.ndarray:
-    """Whole-volume SSIM for batches of volumes, shapes ``(B, z, y, x)``; returns ``(B,)``."""
+    """Whole-volume SSIM for batches of volumes, shapes ``(B, z, y, x)``; returns ``(B,)``
+    (``monai.metrics.SSIMMetric``'s value)."""
     tp, tr = _batch_tensors(pred, ref)
     if min(tp.shape[2:]) < win_size:
         raise ValueError(f"SSIM window {win_size} does not fit in shape {tuple(tp.shape[2:])}")
-    metric = SSIMMetric(
-        spatial_dims=3,
-        data_range=_check_range(data_range),
-        win_size=int(win_size),
-        kernel_sigma=SSIM_SIGMA,
-        reduction="none",
-    )
-    return metric(tp, tr).reshape(-1).double().numpy()
+    ssim, _ = _ssim_and_cs(tp, tr, _check_range(data_range), int(win_size), SSIM_SIGMA)
+    return ssim.flatten(1).mean(1).double().numpy()
 
 
 def compute_ms_ssim_batch(pred: np.ndarray, ref: np.ndarray, data_range: float) -> np.ndarray:
@@ -276,15 +306,16 @@ def compute_ms_ssim_batch(pred: np.ndarray, ref: np.ndarray, data_range: float) 
             f"side >= {MS_SSIM_MIN_SIDE} voxels, got shape {tuple(tp.shape[2:])}; "
             "use compute_ssim instead"
         )
-    metric = MultiScaleSSIMMetric(
-        spatial_dims=3,
-        data_range=_check_range(data_range),
-        kernel_size=MS_SSIM_KERNEL_SIZE,
-        kernel_sigma=MS_SSIM_SIGMA,
-        weights=MS_SSIM_WEIGHTS,
-        reduction="none",
-    )
-    return metric(tp, tr).reshape(-1).double().numpy()
+    data_range = _check_range(data_range)
+    scales = []  # as monai.metrics.MultiScaleSSIMMetric: contrast at each scale, SSIM last
+    for level in range(len(MS_SSIM_WEIGHTS)):
+        if level:
+            tp, tr = F.avg_pool3d(tp, 2), F.avg_pool3d(tr, 2)
+        ssim, cs = _ssim_and_cs(tp, tr, data_range, MS_SSIM_KERNEL_SIZE, MS_SSIM_SIGMA)
+        scales.append(torch.relu((ssim if level == len(MS_SSIM_WEIGHTS) - 1 else cs)
+                                 .flatten(1).mean(1)))
+    weights = torch.tensor(MS_SSIM_WEIGHTS, dtype=torch.float32).view(-1, 1)
+    return torch.prod(torch.stack(scales) ** weights, dim=0).double().numpy()
 
 
 def compute_ms_ssim(pred: np.ndarray, ref: np.ndarray, data_range: float) -> float:

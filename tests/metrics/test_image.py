@@ -95,6 +95,39 @@ def test_ms_ssim_identity_and_size_limit(make_phantom):
         compute_ms_ssim(small, small, 1.0)
 
 
+def test_batch_ssim_and_ms_ssim_are_monais_values(make_phantom):
+    """The set metrics' separable window gives MONAI's SSIMMetric / MultiScaleSSIMMetric
+    values, on heads of several shapes and their noisy, shifted and unrelated partners."""
+    import torch
+    from monai.metrics import MultiScaleSSIMMetric, SSIMMetric
+
+    from napari_medgan.metrics.image import (
+        MS_SSIM_KERNEL_SIZE,
+        MS_SSIM_SIGMA,
+        MS_SSIM_WEIGHTS,
+        compute_ms_ssim_batch,
+        compute_ssim_batch,
+    )
+
+    rng = np.random.default_rng(5)
+    for shape in ((32, 32, 32), (30, 40, 36)):
+        ref = np.stack([make_phantom(shape, seed=s) for s in (1, 2, 3)]).astype(np.float32)
+        pred = np.stack([ref[0] + rng.normal(0, 0.1, shape), np.roll(ref[1], 3, axis=2),
+                         make_phantom(shape, seed=9)]).astype(np.float32)
+        tp, tr = (torch.from_numpy(a)[:, None] for a in (pred, ref))
+        monai_ssim = SSIMMetric(spatial_dims=3, data_range=1.2, win_size=11, kernel_sigma=1.5,
+                                reduction="none")(tp, tr).reshape(-1).numpy()
+        monai_ms = MultiScaleSSIMMetric(
+            spatial_dims=3, data_range=1.2, kernel_size=MS_SSIM_KERNEL_SIZE,
+            kernel_sigma=MS_SSIM_SIGMA, weights=MS_SSIM_WEIGHTS, reduction="none",
+        )(tp, tr).reshape(-1).numpy()
+        ours_ssim = compute_ssim_batch(pred, ref, 1.2)
+        ours_ms = compute_ms_ssim_batch(pred, ref, 1.2)
+        assert len(set(np.round(ours_ms, 2))) == 3  # three different similarities
+        np.testing.assert_allclose(ours_ssim, monai_ssim, atol=2e-5)
+        np.testing.assert_allclose(ours_ms, monai_ms, atol=2e-5)
+
+
 def test_paired_metrics_states_data_range(make_phantom):
     ref = make_phantom((16, 16, 16), seed=4, modality="ct")
     res = paired_metrics(ref + 1, ref)

@@ -322,6 +322,19 @@ def test_long_cpu_run_times_the_memory_formats_and_keeps_the_faster(tmp_path, ti
     assert trainer.step == 2  # the trial's steps are not the run's
 
 
+def test_short_budgeted_cpu_run_skips_the_speed_trial(tmp_path, tiny_run):
+    """A CPU run with a time budget (the demo's) spends it training: no trial, contiguous."""
+    trainer = Trainer(tiny_run(tmp_path / "run", steps=500, checkpoint_every=500))
+    trainer.stop_after(120)
+    events = []
+    for event in trainer.run():
+        events.append(event)
+        if isinstance(event, ev.StepEvent) and event.step == 2:
+            trainer.stop()
+    assert not [e for e in events if isinstance(e, ev.MessageEvent) and "speed:" in e.text]
+    assert trainer._memory_format is torch.contiguous_format and trainer.step == 2
+
+
 @pytest.mark.gpu
 @pytest.mark.parametrize("precision", ["fp16", "bf16"])
 def test_gpu_run_with_measured_speed_choices(tmp_path, tiny_run, precision):
